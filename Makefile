@@ -1,0 +1,96 @@
+# bluemind_ha.cluster: one entry point for the toolchain, the lab and the tests.
+# Every target installs what it needs on a fresh Debian machine (apt, venv, image).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= $(CURDIR)/.venv
+BIN := $(VENV)/bin
+COLLECTIONS := $(CURDIR)/.collections
+COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/bluemind_ha/cluster
+APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client gnupg dpkg-dev rsync shellcheck
+
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export LAB_CACHE_DIR ?= $(HOME)/.cache/bluemind-ha-lab
+
+.PHONY: help
+help:  ## List the targets.
+	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps:  ## Install the Debian packages the lab needs (only the missing ones).
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn ../../.. $@
+
+.PHONY: venv
+venv: $(BIN)/.installed $(COLLECTION_LINK)  ## Create .venv with the pinned tools.
+
+.PHONY: lint
+lint: venv  ## yamllint and ansible-lint (production profile).
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint
+
+.PHONY: sanity
+sanity: venv  ## ansible-test sanity in a temporary collection tree.
+	$(BIN)/python tests/sanity/run.py
+
+.PHONY: unit
+unit: venv  ## Unit tests of the modules and the lab tools.
+	$(BIN)/pytest -q tests/unit
+
+.PHONY: image
+image: deps venv  ## Build (or reuse) the lab's Debian 12 VM image.
+	$(BIN)/python tests/lab/labctl.py image
+
+.PHONY: molecule-drbd molecule-san
+molecule-drbd molecule-san: molecule-%: deps venv image
+	$(BIN)/molecule test -s $*
+
+.PHONY: test
+test: deps venv  ## Run the whole suite: lint, sanity, unit, image, every scenario.
+	$(BIN)/python tests/run_suite.py
+
+LAB_STORAGE ?= drbd
+LAB_INVENTORY := $(CURDIR)/.cache/lab/hosts.yml
+.PHONY: lab
+lab: deps venv image  ## Boot the local lab (LAB_STORAGE=drbd|san) and deploy the pair on it.
+	$(BIN)/python tests/lab/labctl.py up --lab demo-$(LAB_STORAGE) \
+	  --spec molecule/$(LAB_STORAGE)/molecule.yml --inventory $(LAB_INVENTORY)
+	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) molecule/shared/prepare.yml
+	@if [ -f playbooks/site.yml ]; then \
+	  $(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/site.yml; \
+	else \
+	  echo "Deployed: nothing yet (no site playbook); the lab VMs are up and prepared."; \
+	fi
+	@$(BIN)/python tests/lab/labctl.py list
+	@echo "Lab inventory: $(LAB_INVENTORY)   shell: tests/lab/labctl.py ssh demo-$(LAB_STORAGE) node1"
+
+.PHONY: lab-down
+lab-down: venv  ## Power off and remove every lab VM.
+	$(BIN)/python tests/lab/labctl.py down --all
+
+.PHONY: build
+build: venv  ## Build the collection tarball.
+	$(BIN)/ansible-galaxy collection build --force --output-path dist .
+
+.PHONY: clean
+clean: lab-down
+	rm -rf dist tests/output

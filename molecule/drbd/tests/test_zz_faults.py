@@ -1,0 +1,47 @@
+"""The lab's fault helper does what the fault tests of later issues rely on. Runs
+last in the scenario (file name) because it power-cycles node2."""
+import time
+
+import labtopo
+
+LAB = labtopo.lab_name()
+
+
+def reaches(src: str, address: str) -> bool:
+    return labtopo.vm(src).run(f"ping -c 1 -W 1 {address}").rc == 0
+
+
+def test_link_cut_and_restore():
+    assert reaches("node1", "192.168.60.12")
+    labtopo.labctl("link", LAB, "node2", "public", "off")
+    try:
+        assert not reaches("node1", "192.168.60.12")
+        assert "NO-CARRIER" in labtopo.vm("node2").check_output("ip -br link show eth1")
+        # Only that link: the replication segment still works.
+        assert reaches("node1", "10.60.0.12")
+    finally:
+        labtopo.labctl("link", LAB, "node2", "public", "on")
+    labtopo.wait_for(lambda: reaches("node1", "192.168.60.12"), 30, "the public link to come back")
+
+
+def test_disk_path_removed_and_added():
+    node1 = labtopo.vm("node1")
+    labtopo.labctl("disk", LAB, "node1", "drbd", "del")
+    labtopo.wait_for(lambda: not node1.file("/dev/disk/by-id/virtio-drbd").exists, 30, "the disk to vanish")
+    labtopo.labctl("disk", LAB, "node1", "drbd", "add")
+    labtopo.wait_for(lambda: node1.file("/dev/disk/by-id/virtio-drbd").exists, 30, "the disk to return")
+
+
+def test_power_off_is_immediate_and_on_boots_fresh():
+    boot_id = labtopo.vm("node2").check_output("cat /proc/sys/kernel/random/boot_id")
+    start = time.monotonic()
+    assert labtopo.labctl("power", LAB, "node2", "off") == "Off"
+    assert time.monotonic() - start < 5
+    assert labtopo.labctl("power", LAB, "node2", "status") == "Off"
+    assert not reaches("node1", "192.168.60.12")
+    assert labtopo.labctl("power", LAB, "node2", "on", "--wait") == "On"
+    labtopo.vm.cache_clear()  # the old SSH master connection died with the VM
+    assert labtopo.vm("node2").check_output("cat /proc/sys/kernel/random/boot_id") != boot_id
+    # A fresh boot keeps the disks and the identity written at first boot.
+    assert labtopo.vm("node2").check_output("hostname") == "node2"
+    assert reaches("node1", "192.168.60.12")

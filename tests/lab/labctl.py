@@ -1,0 +1,696 @@
+#!/usr/bin/env python
+"""labctl: the QEMU lab behind the molecule scenarios and ``make lab``.
+
+Test infrastructure, not part of the collection. It builds (or reuses) a Debian 12
+image, boots VMs under software emulation (TCG: /dev/kvm here does not run a stock
+Debian kernel), joins them to private layer-2 segments, and injects faults through
+each VM's QEMU monitor.
+
+    labctl.py image                                   build or reuse the image
+    labctl.py up --lab L --spec topology.yml [--instance-config F] [--inventory F]
+    labctl.py down --lab L | --all                    power off and forget VMs
+    labctl.py power L VM off|on|reset|status          pull the plug, boot, reset
+    labctl.py link L VM SEGMENT off|on                cut or restore one NIC
+    labctl.py disk L VM DISK del|add                  remove or re-add a disk path
+    labctl.py console L VM [--tail N]                 the VM's serial console
+    labctl.py ssh L VM [COMMAND...]                   a shell or a command
+    labctl.py list                                    the labs and their VMs
+
+Power semantics (shared with the Redfish test double): "off" ends the QEMU process
+at once, like pulling the plug (no CPU, disk or network activity after it); "on"
+starts a new QEMU process with the same disks, so the guest boots from scratch.
+
+Topology file: a molecule.yml, or any mapping with ``platforms``, a list of VMs:
+    - name: node1
+      image: node             # node (default) or san (LIO target installed)
+      memory: 2048            # MiB
+      cpus: 2
+      domain: lab.test        # FQDN = name.domain, written to /etc/hosts
+      nics:                   # eth1, eth2, ... in this order; eth0 is management
+        - segment: public
+          address: 192.168.60.11/24
+          address6: fd00:60::11/64
+      disks:                  # /dev/vdb, /dev/vdc, ...; /dev/disk/by-id/virtio-NAME
+        - name: drbd
+          size: 2G
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+IMAGE_RECIPE = HERE / "image"
+CACHE = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab"))
+RUN = Path(os.environ.get("LAB_RUN_DIR", CACHE / "run"))
+IMAGES = CACHE / "images"
+SSH_KEY = CACHE / "ssh" / "id_ed25519"
+# Segment order fixes the multicast port offset of each segment within a lab.
+SEGMENTS = ("public", "replication", "fabric_a", "fabric_b", "spare")
+PORT_STRIDE = 100           # ports reserved per lab: segments, SSH, controllers
+PORT_FIRST = 20000
+PORT_SLOTS = 300
+SSH_OFFSET = 10
+BMC_OFFSET = 50             # Redfish test doubles, one per VM
+SERVICE_OFFSET = 90         # host-side services of a lab (repositories, receivers)
+MCAST_GROUP = "230.0.0.1"
+DEFAULT_DOMAIN = "lab.test"
+# node: Debian 12 with the roles' packages pre-fetched; san: the same with the LIO
+# target tools installed (the storage array of the san scenario).
+IMAGE_FLAVOURS = {"node": "rootfs.img", "san": "rootfs-san.img"}
+
+
+class LabError(Exception):
+    """A failure worth one clear line to the operator."""
+
+
+def log(msg: str) -> None:
+    print(f"[labctl {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------- image
+
+
+def ensure_ssh_key() -> Path:
+    if not SSH_KEY.exists():
+        SSH_KEY.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bluemind-ha-lab",
+                        "-f", str(SSH_KEY)], check=True)
+    return SSH_KEY
+
+
+def image_key() -> str:
+    """Hash of everything the image is made from: recipe files and the SSH key."""
+    digest = hashlib.sha256()
+    for path in sorted(IMAGE_RECIPE.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(IMAGE_RECIPE)).encode() + b"\0")
+            digest.update(oct(path.stat().st_mode & 0o111).encode())
+            digest.update(path.read_bytes() + b"\0")
+    digest.update(Path(str(ensure_ssh_key()) + ".pub").read_bytes())
+    digest.update(os.environ.get("LAB_DEBIAN_MIRROR", "").encode())
+    return digest.hexdigest()[:16]
+
+
+def ensure_image() -> Path:
+    key = image_key()
+    path = IMAGES / key
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    with open(IMAGES / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all((path / f).exists() for f in IMAGE_FLAVOURS.values()):
+            log(f"image {key} cached at {path}")
+            return path
+        log(f"building image {key} (recipe changed or no cache)")
+        start = time.monotonic()
+        subprocess.run([str(IMAGE_RECIPE / "build.sh"), str(path), str(SSH_KEY) + ".pub"], check=True)
+        log(f"image {key} built in {time.monotonic() - start:.0f} s")
+        for old in IMAGES.iterdir():
+            if old.is_dir() and old.name != key and not old.name.startswith("."):
+                shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+# ------------------------------------------------------------------ topology
+
+
+def parse_size(text: str | int) -> int:
+    if isinstance(text, int):
+        return text
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = str(text).strip().upper().rstrip("B").rstrip("I")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def load_spec(path: Path) -> dict:
+    import yaml  # PyYAML comes with ansible-core in the project venv
+
+    data = yaml.safe_load(path.read_text())
+    return data if isinstance(data, dict) else {"platforms": data}
+
+
+def load_topology(path: Path) -> list[dict]:
+    data = load_spec(path)
+    platforms = data.get("platforms") if isinstance(data, dict) else data
+    if not isinstance(platforms, list) or not platforms:
+        raise LabError(f"{path}: expected a non-empty list of platforms")
+    names = set()
+    for vm in platforms:
+        if "name" not in vm:
+            raise LabError(f"{path}: a platform has no name")
+        if vm["name"] in names:
+            raise LabError(f"{path}: platform {vm['name']} appears twice")
+        names.add(vm["name"])
+        for net in vm.get("nics", []):
+            if net.get("segment") not in SEGMENTS:
+                raise LabError(f"{path}: {vm['name']}: segment {net.get('segment')!r} "
+                               f"is not one of {', '.join(SEGMENTS)}")
+    return platforms
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def allocate_port_base(lab: str) -> int:
+    """A port block no other lab of this machine uses, stable for a given name."""
+    used = set()
+    if RUN.exists():
+        for other in RUN.iterdir():
+            meta = other / "lab.json"
+            if other.name != lab and meta.exists():
+                used.add(json.loads(meta.read_text())["port_base"])
+    start = int(hashlib.sha256(lab.encode()).hexdigest(), 16) % PORT_SLOTS
+    for i in range(PORT_SLOTS):
+        base = PORT_FIRST + ((start + i) % PORT_SLOTS) * PORT_STRIDE
+        if base in used:
+            continue
+        if all(port_free(base + off) for off in range(SSH_OFFSET, PORT_STRIDE)):
+            return base
+    raise LabError("no free port block for a new lab")
+
+
+# ------------------------------------------------------------------- monitor
+
+
+def hmp(sock_path: Path, command: str, timeout: float = 10.0) -> str:
+    """Send one human-monitor command and return its output."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(sock_path))
+        buf = b""
+        while not buf.endswith(b"(qemu) "):
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise LabError(f"monitor {sock_path} closed")
+            buf += chunk
+        sock.sendall(command.encode() + b"\n")
+        buf = b""
+        with contextlib.suppress(OSError):
+            while not buf.endswith(b"(qemu) "):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+    text = buf.decode(errors="replace").replace("\r", "")
+    lines = [line for line in text.split("\n") if not line.startswith("(qemu)")]
+    return "\n".join(line for line in lines if line.strip() and command not in line).strip()
+
+
+# ------------------------------------------------------------------------ VM
+
+
+class VM:
+    def __init__(self, lab: "Lab", name: str):
+        self.lab = lab
+        self.name = name
+        self.dir = lab.dir / name
+
+    @property
+    def meta(self) -> dict:
+        return json.loads((self.dir / "vm.json").read_text())
+
+    @property
+    def monitor(self) -> Path:
+        return self.dir / "monitor.sock"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int((self.dir / "qemu.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if f"lab-{self.lab.name}-{self.name}".encode() in cmdline else None
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self) -> None:
+        if self.running():
+            return
+        argv = self.meta["argv"]
+        (self.dir / "qemu.pid").unlink(missing_ok=True)
+        self.monitor.unlink(missing_ok=True)
+        with open(self.dir / "console.log", "a") as console:
+            console.write(f"\n===== labctl: power on {time.strftime('%Y-%m-%dT%H:%M:%S')} =====\n")
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise LabError(f"{self.name}: QEMU did not start: {proc.stderr.strip()}")
+
+    def power_off(self, timeout: float = 15.0) -> None:
+        """Pull the plug: the QEMU process ends now, the guest gets no warning."""
+        pid = self.pid()
+        if pid is None:
+            return
+        with contextlib.suppress(OSError, LabError):
+            hmp(self.monitor, "quit", timeout=3)
+        deadline = time.monotonic() + timeout
+        while self.pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.pid() is not None:
+            os.kill(pid, signal.SIGKILL)
+            while self.pid() is not None:
+                time.sleep(0.05)
+
+    def power_on(self) -> None:
+        self.start()
+
+    def reset(self) -> None:
+        if not self.running():
+            raise LabError(f"{self.name} is off; use 'power on'")
+        hmp(self.monitor, "system_reset")
+
+    def power_state(self) -> str:
+        return "On" if self.running() else "Off"
+
+    def set_link(self, segment: str, up: bool) -> None:
+        if segment not in self.meta["segments"] and segment != "mgmt":
+            raise LabError(f"{self.name} has no NIC on segment {segment}")
+        out = hmp(self.monitor, f"set_link nic-{segment} {'on' if up else 'off'}")
+        if out:
+            raise LabError(f"{self.name}: set_link: {out}")
+
+    def disk(self, disk: str, present: bool) -> None:
+        disks = self.meta["disks"]
+        if disk not in disks:
+            raise LabError(f"{self.name} has no disk {disk}")
+        if not present:
+            out = hmp(self.monitor, f"device_del disk-{disk}")
+            # Unplug completes when the guest acknowledges it; wait (bounded) so a
+            # following "add" does not meet the old device.
+            deadline = time.monotonic() + 60
+            while f"/disk-{disk}/" in hmp(self.monitor, "info block"):
+                if time.monotonic() > deadline:
+                    raise LabError(f"{self.name}: the guest did not release disk {disk} in 60 s")
+                time.sleep(0.2)
+        else:
+            gen = int(time.time() * 1000) % 1000000
+            info = disks[disk]
+            out = hmp(self.monitor, f"drive_add 0 if=none,id=drv-{disk}-{gen},file={info['file']},"
+                                    f"format=raw,cache=writeback")
+            if "OK" not in out:
+                raise LabError(f"{self.name}: drive_add: {out}")
+            out = hmp(self.monitor, f"device_add virtio-blk-pci,drive=drv-{disk}-{gen},"
+                                    f"id=disk-{disk},serial={disk}")
+        if out and "OK" not in out:
+            raise LabError(f"{self.name}: {out}")
+
+    def console_tail(self, lines: int = 40) -> str:
+        try:
+            text = (self.dir / "console.log").read_text(errors="replace")
+        except OSError:
+            return "(no console log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def ssh_argv(self, *command: str) -> list[str]:
+        return ["ssh", "-q", "-i", str(SSH_KEY), "-p", str(self.meta["ssh_port"]),
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", "root@127.0.0.1", *command]
+
+    def wait_ssh(self, timeout: float) -> float:
+        """Wait until sshd answers with its banner and a login works; seconds taken."""
+        start = time.monotonic()
+        port = self.meta["ssh_port"]
+        while True:
+            if not self.running():
+                raise LabError(f"{self.name}: QEMU exited during boot")
+            if time.monotonic() - start > timeout:
+                raise LabError(f"{self.name}: no SSH after {timeout:.0f} s")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                    sock.settimeout(3)
+                    if sock.recv(64).startswith(b"SSH-2.0-OpenSSH"):
+                        proc = subprocess.run(self.ssh_argv("true"), capture_output=True, timeout=20, check=False)
+                        if proc.returncode == 0:
+                            return time.monotonic() - start
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            time.sleep(0.5)
+
+
+# ----------------------------------------------------------------------- lab
+
+
+class Lab:
+    def __init__(self, name: str):
+        self.name = name
+        self.dir = RUN / name
+
+    @property
+    def meta(self) -> dict:
+        return json.loads((self.dir / "lab.json").read_text())
+
+    def exists(self) -> bool:
+        return (self.dir / "lab.json").exists()
+
+    def vm(self, name: str) -> VM:
+        if not (self.dir / name / "vm.json").exists():
+            raise LabError(f"lab {self.name} has no VM {name}")
+        return VM(self, name)
+
+    def vms(self) -> list[VM]:
+        if not self.exists():
+            return []
+        return [VM(self, name) for name in self.meta["vms"]]
+
+    def port(self, offset: int) -> int:
+        return self.meta["port_base"] + offset
+
+    # -- creation
+
+    def define(self, platforms: list[dict], image: Path) -> None:
+        base = allocate_port_base(self.name)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        mac_prefix = "52:54:00:%02x" % (int(hashlib.sha256(self.name.encode()).hexdigest(), 16) % 256)
+        for index, spec in enumerate(platforms):
+            self._define_vm(index, spec, image, base, mac_prefix)
+        (self.dir / "lab.json").write_text(json.dumps({
+            "port_base": base, "image": str(image),
+            "vms": [p["name"] for p in platforms],
+            "bmc_ports": {p["name"]: base + BMC_OFFSET + i for i, p in enumerate(platforms)},
+            "service_port": base + SERVICE_OFFSET,
+        }, indent=2))
+
+    def _define_vm(self, index: int, spec: dict, image: Path, base: int, mac_prefix: str) -> None:
+        name = spec["name"]
+        vdir = self.dir / name
+        vdir.mkdir(parents=True, exist_ok=True)
+        root = vdir / "root.qcow2"
+        if not root.exists():
+            flavour = spec.get("image", "node")
+            if flavour not in IMAGE_FLAVOURS:
+                raise LabError(f"{name}: image {flavour!r} is not one of {', '.join(IMAGE_FLAVOURS)}")
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+                            "-b", str(image / IMAGE_FLAVOURS[flavour]), str(root)], check=True)
+        ssh_port = base + SSH_OFFSET + index
+        cpus = int(spec.get("cpus", 2))
+        nets, segments = [], []
+        argv = [
+            "qemu-system-x86_64", "-name", f"lab-{self.name}-{name},process=lab-{self.name}-{name}",
+            "-machine", "pc", "-accel", "tcg,thread=multi", "-cpu", "max",
+            "-smp", str(cpus), "-m", str(int(spec.get("memory", 1024))),
+            "-nodefaults", "-display", "none", "-rtc", "base=utc",
+            "-serial", f"file:{vdir / 'console.log'}",
+            "-monitor", f"unix:{vdir / 'monitor.sock'},server,nowait",
+            "-pidfile", str(vdir / "qemu.pid"), "-daemonize",
+            "-device", "virtio-rng-pci",
+            "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initrd.img"),
+            "-drive", f"file={root},if=none,id=drv-root,format=qcow2,cache=unsafe,discard=unmap",
+            "-device", "virtio-blk-pci,drive=drv-root,id=disk-root,serial=root",
+            "-netdev", f"user,id=mgmt,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+            "-device", f"virtio-net-pci,netdev=mgmt,id=nic-mgmt,mac={mac_prefix}:{index:02x}:00",
+        ]
+        for nic, net in enumerate(spec.get("nics", []), start=1):
+            seg = net["segment"]
+            port = base + SEGMENTS.index(seg)
+            segments.append(seg)
+            argv += ["-netdev", f"socket,id=net-{seg},mcast={MCAST_GROUP}:{port},localaddr=127.0.0.1",
+                     "-device", f"virtio-net-pci,netdev=net-{seg},id=nic-{seg},"
+                                f"mac={mac_prefix}:{index:02x}:{nic:02x}"]
+            addrs = [a for a in (net.get("address"), net.get("address6")) if a]
+            if addrs:
+                nets.append(f"eth{nic}=" + "+".join(addrs))
+        disks = {}
+        for disk in spec.get("disks", []):
+            path = vdir / f"disk-{disk['name']}.img"
+            if not path.exists():
+                with open(path, "wb") as fh:
+                    fh.truncate(parse_size(disk.get("size", "1G")))
+            disks[disk["name"]] = {"file": str(path), "size": path.stat().st_size}
+            argv += ["-drive", f"file={path},if=none,id=drv-{disk['name']},format=raw,cache=writeback",
+                     "-device", f"virtio-blk-pci,drive=drv-{disk['name']},id=disk-{disk['name']},"
+                                f"serial={disk['name']}"]
+        cmdline = ["root=/dev/vda", "rw", "console=ttyS0", "net.ifnames=0", "biosdevname=0",
+                   "panic=5", "quiet", "systemd.show_status=false", "mitigations=off",
+                   f"lab.hostname={spec.get('hostname', name)}",
+                   f"lab.domain={spec.get('domain', DEFAULT_DOMAIN)}"]
+        if nets:
+            cmdline.append("lab.net=" + ",".join(nets))
+        argv += ["-append", " ".join(cmdline)]
+        (vdir / "vm.json").write_text(json.dumps({
+            "argv": argv, "ssh_port": ssh_port, "segments": segments, "disks": disks,
+            "spec": spec,
+        }, indent=2))
+
+    def up(self, platforms: list[dict], timeout: float) -> dict[str, float]:
+        image = ensure_image()
+        if not self.exists():
+            self.define(platforms, image)
+        vms = self.vms()
+        start = time.monotonic()
+        for vm in vms:
+            vm.start()
+        log(f"lab {self.name}: {len(vms)} VM(s) started, waiting for SSH")
+        times: dict[str, float] = {}
+        errors = []
+        with concurrent.futures.ThreadPoolExecutor(len(vms)) as pool:
+            futures = {pool.submit(vm.wait_ssh, timeout): vm for vm in vms}
+            for fut in concurrent.futures.as_completed(futures):
+                vm = futures[fut]
+                try:
+                    times[vm.name] = fut.result()
+                    log(f"{vm.name}: SSH up after {times[vm.name]:.1f} s")
+                except LabError as exc:
+                    errors.append(vm)
+                    log(f"{exc}\n----- {vm.name} console (last lines) -----\n{vm.console_tail()}")
+        if errors:
+            self.down()
+            raise LabError(f"lab {self.name}: {', '.join(v.name for v in errors)} did not boot; "
+                           "lab destroyed")
+        log(f"lab {self.name}: all VMs reachable in {time.monotonic() - start:.1f} s")
+        return times
+
+    def down(self) -> None:
+        for vm in self.vms():
+            vm.power_off()
+        stop_bmc_doubles(self)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- outputs
+
+    def instance_config(self) -> list[dict]:
+        return [{"instance": vm.name, "address": "127.0.0.1", "user": "root",
+                 "port": str(vm.meta["ssh_port"]), "identity_file": str(SSH_KEY)}
+                for vm in self.vms()]
+
+    def inventory(self, spec: dict | None = None) -> dict:
+        """An Ansible inventory of the lab; with a molecule.yml as spec, its
+        provisioner inventory variables come along (one source for both)."""
+        hosts = {}
+        for vm in self.vms():
+            hosts[vm.name] = {"ansible_host": "127.0.0.1", "ansible_port": vm.meta["ssh_port"],
+                              "ansible_user": "root",
+                              "ansible_ssh_private_key_file": str(SSH_KEY)}
+        groups: dict[str, dict] = {}
+        for vm in self.vms():
+            for group in vm.meta["spec"].get("groups", []):
+                groups.setdefault(group, {"hosts": {}})["hosts"][vm.name] = {}
+        provisioned = ((spec or {}).get("provisioner") or {}).get("inventory") or {}
+        for group, group_vars in (provisioned.get("group_vars") or {}).items():
+            if group == "all":
+                continue
+            groups.setdefault(group, {"hosts": {}})["vars"] = group_vars
+        for host, host_vars in (provisioned.get("host_vars") or {}).items():
+            if host in hosts:
+                hosts[host].update(host_vars)
+        return {"all": {"hosts": hosts, "children": groups}}
+
+
+def stop_bmc_doubles(lab: Lab) -> None:
+    """Stop the lab's host-side helpers (test doubles) recorded in services/*.pid."""
+    for pidfile in (lab.dir / "services").glob("*.pid") if (lab.dir / "services").exists() else []:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+
+
+def stray_qemu_pids() -> list[int]:
+    """QEMU processes started by any lab (by their process name), even orphaned ones."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"qemu-system-x86_64") and any(
+                arg.startswith(b"lab-") and b",process=lab-" in arg for arg in cmdline):
+            pids.append(int(proc.name))
+    return pids
+
+
+# ----------------------------------------------------------------------- CLI
+
+
+def write_yaml(path: Path, data) -> None:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Written by tests/lab/labctl.py\n" + yaml.safe_dump(data, sort_keys=False))
+
+
+def cmd_image(_args) -> int:
+    path = ensure_image()
+    print(path)
+    return 0
+
+
+def cmd_up(args) -> int:
+    lab = Lab(args.lab)
+    platforms = load_topology(Path(args.spec))
+    lab.up(platforms, args.timeout)
+    if args.instance_config:
+        write_yaml(Path(args.instance_config), lab.instance_config())
+    if args.inventory:
+        write_yaml(Path(args.inventory), lab.inventory(load_spec(Path(args.spec))))
+    return 0
+
+
+def cmd_down(args) -> int:
+    labs = [Lab(p.name) for p in RUN.iterdir() if p.is_dir()] if args.all and RUN.exists() else []
+    if args.lab:
+        labs.append(Lab(args.lab))
+    for lab in labs:
+        log(f"lab {lab.name}: powering off and removing")
+        lab.down()
+    if args.all:
+        for pid in stray_qemu_pids():
+            log(f"killing stray lab QEMU {pid}")
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    if args.instance_config:
+        write_yaml(Path(args.instance_config), [])
+    return 0
+
+
+def cmd_power(args) -> int:
+    vm = Lab(args.lab).vm(args.vm)
+    if args.action == "off":
+        vm.power_off()
+    elif args.action == "on":
+        vm.power_on()
+        if args.wait:
+            log(f"{vm.name}: SSH up after {vm.wait_ssh(args.timeout):.1f} s")
+    elif args.action == "reset":
+        vm.reset()
+    print(vm.power_state())
+    return 0
+
+
+def cmd_link(args) -> int:
+    Lab(args.lab).vm(args.vm).set_link(args.segment, args.state == "on")
+    return 0
+
+
+def cmd_disk(args) -> int:
+    Lab(args.lab).vm(args.vm).disk(args.disk, args.action == "add")
+    return 0
+
+
+def cmd_console(args) -> int:
+    print(Lab(args.lab).vm(args.vm).console_tail(args.tail))
+    return 0
+
+
+def cmd_ssh(args) -> int:
+    vm = Lab(args.lab).vm(args.vm)
+    argv = vm.ssh_argv(*args.command)
+    if not args.command:
+        argv.insert(1, "-t")
+    return subprocess.run(argv, check=False).returncode
+
+
+def cmd_list(_args) -> int:
+    if not RUN.exists():
+        return 0
+    for lab_dir in sorted(RUN.iterdir()):
+        lab = Lab(lab_dir.name)
+        if not lab.exists():
+            continue
+        print(f"{lab.name} (ports {lab.meta['port_base']}-{lab.meta['port_base'] + PORT_STRIDE - 1})")
+        for vm in lab.vms():
+            print(f"  {vm.name:10} {vm.power_state():4} ssh 127.0.0.1:{vm.meta['ssh_port']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("image").set_defaults(func=cmd_image)
+    p = sub.add_parser("up")
+    p.add_argument("--lab", required=True)
+    p.add_argument("--spec", required=True)
+    p.add_argument("--timeout", type=float, default=float(os.environ.get("LAB_BOOT_TIMEOUT", 300)))
+    p.add_argument("--instance-config")
+    p.add_argument("--inventory")
+    p.set_defaults(func=cmd_up)
+    p = sub.add_parser("down")
+    p.add_argument("--lab")
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--instance-config")
+    p.set_defaults(func=cmd_down)
+    p = sub.add_parser("power")
+    p.add_argument("lab")
+    p.add_argument("vm")
+    p.add_argument("action", choices=["off", "on", "reset", "status"])
+    p.add_argument("--wait", action="store_true", help="with on: wait for SSH")
+    p.add_argument("--timeout", type=float, default=300)
+    p.set_defaults(func=cmd_power)
+    p = sub.add_parser("link")
+    p.add_argument("lab")
+    p.add_argument("vm")
+    p.add_argument("segment")
+    p.add_argument("state", choices=["off", "on"])
+    p.set_defaults(func=cmd_link)
+    p = sub.add_parser("disk")
+    p.add_argument("lab")
+    p.add_argument("vm")
+    p.add_argument("disk")
+    p.add_argument("action", choices=["del", "add"])
+    p.set_defaults(func=cmd_disk)
+    p = sub.add_parser("console")
+    p.add_argument("lab")
+    p.add_argument("vm")
+    p.add_argument("--tail", type=int, default=40)
+    p.set_defaults(func=cmd_console)
+    p = sub.add_parser("ssh")
+    p.add_argument("lab")
+    p.add_argument("vm")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_ssh)
+    sub.add_parser("list").set_defaults(func=cmd_list)
+    args = parser.parse_args(argv)
+    if getattr(args, "cmd", None) == "down" and not (args.lab or args.all):
+        parser.error("down needs --lab NAME or --all")
+    try:
+        return args.func(args)
+    except LabError as exc:
+        log(f"error: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

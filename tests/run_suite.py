@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""The whole test suite, as ``make test`` and CI run it.
+
+Stages run in order; each is timed and its output streamed. A failed stage does not
+stop the ones after it (so one run shows every problem), except that the scenarios
+need the image. The last line is the summary a CI reader looks for:
+``suite: N passed, N failed``. Lab VMs of the scenarios are removed at the end
+whatever happened.
+
+    tests/run_suite.py                 every stage
+    tests/run_suite.py lint unit       only these stages
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SCENARIOS = ["drbd", "san"]
+
+
+def sh(*argv: str, **kwargs) -> int:
+    print("+ " + " ".join(argv), flush=True)
+    return subprocess.run(list(argv), cwd=kwargs.pop("cwd", ROOT), check=False, **kwargs).returncode
+
+
+def stage_lint() -> int:
+    return sh(str(BIN / "yamllint"), "-s", ".") or sh(str(BIN / "ansible-lint"))
+
+
+def stage_sanity() -> int:
+    return sh(sys.executable, "tests/sanity/run.py")
+
+
+def stage_unit() -> int:
+    return sh(str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", "tests/unit")
+
+
+def stage_changelog() -> int:
+    return sh(str(BIN / "antsibull-changelog"), "lint")
+
+
+def stage_build() -> int:
+    """The tarball installs, and its playbooks and modules resolve by FQCN from it alone."""
+    with tempfile.TemporaryDirectory(prefix="bmha-build-") as tmp:
+        rc = sh(str(BIN / "ansible-galaxy"), "collection", "build", "--force", "--output-path", tmp)
+        tarballs = list(Path(tmp).glob("bluemind_ha-cluster-*.tar.gz"))
+        if rc or len(tarballs) != 1:
+            return rc or 1
+        installed = Path(tmp) / "installed"
+        # Only the installed tarball is visible from here on, not the checkout.
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(installed))
+        env.pop("ANSIBLE_CONFIG", None)
+        rc = sh(str(BIN / "ansible-galaxy"), "collection", "install", "--offline", "-p", str(installed),
+                str(tarballs[0]), cwd=tmp, env=env)
+        if rc or not (installed / "ansible_collections" / "bluemind_ha" / "cluster" / "MANIFEST.json").exists():
+            print("the tarball did not install")
+            return rc or 1
+        content = subprocess.run(["tar", "-tzf", str(tarballs[0])], capture_output=True, text=True, check=True).stdout
+        for forbidden in ("molecule/", "tests/lab/", ".venv/"):
+            if forbidden in content:
+                print(f"the tarball contains {forbidden}: build_ignore is incomplete")
+                return 1
+        inventory = Path(tmp) / "inventory.yml"
+        inventory.write_text("bluemind_ha:\n  hosts:\n    node1:\n    node2:\n")
+        for playbook in sorted((ROOT / "playbooks").glob("*.yml")):
+            rc = sh(str(BIN / "ansible-playbook"), "-i", str(inventory), "--syntax-check",
+                    f"bluemind_ha.cluster.{playbook.stem}", cwd=tmp, env=env)
+            if rc:
+                return rc
+        for module in sorted((ROOT / "plugins" / "modules").glob("*.py")):
+            rc = subprocess.run([str(BIN / "ansible-doc"), "-t", "module", f"bluemind_ha.cluster.{module.stem}"],
+                                cwd=tmp, env=env, capture_output=True, text=True, check=False)
+            if rc.returncode:
+                print(rc.stderr)
+                return rc.returncode
+            print(f"ansible-doc bluemind_ha.cluster.{module.stem}: ok")
+    return 0
+
+
+def stage_image() -> int:
+    return sh(sys.executable, "tests/lab/labctl.py", "image")
+
+
+def scenario(name: str):
+    def run() -> int:
+        return sh(str(BIN / "molecule"), "test", "-s", name)
+    run.__name__ = f"stage_molecule_{name}"
+    return run
+
+
+STAGES = {
+    "lint": stage_lint,
+    "changelog": stage_changelog,
+    "sanity": stage_sanity,
+    "unit": stage_unit,
+    "build": stage_build,
+    "image": stage_image,
+    **{f"molecule-{s}": scenario(s) for s in SCENARIOS},
+}
+
+
+def cleanup() -> None:
+    for name in SCENARIOS:
+        subprocess.run([sys.executable, "tests/lab/labctl.py", "down", "--lab", f"molecule-{name}"],
+                       cwd=ROOT, capture_output=True, check=False)
+
+
+def main(selected: list[str]) -> int:
+    unknown = [s for s in selected if s not in STAGES]
+    if unknown:
+        print(f"unknown stage(s): {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+        return 2
+    os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+    os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".collections"))
+    os.environ.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
+    os.environ.setdefault("PY_COLORS", "0")
+    os.environ.setdefault("ANSIBLE_FORCE_COLOR", "0")
+    results: list[tuple[str, str, float]] = []
+    start = time.monotonic()
+    try:
+        for name in selected or list(STAGES):
+            if name.startswith("molecule-") and any(r[0] == "image" and r[1] != "passed" for r in results):
+                results.append((name, "failed", 0.0))
+                continue
+            print(f"\n===== stage {name} =====", flush=True)
+            t0 = time.monotonic()
+            rc = STAGES[name]()
+            results.append((name, "passed" if rc == 0 else "failed", time.monotonic() - t0))
+    finally:
+        cleanup()
+    print("\n===== suite summary =====")
+    for name, outcome, seconds in results:
+        print(f"  {name:16} {outcome:7} {seconds:7.1f} s")
+    print(f"  {'total':16} {'':7} {time.monotonic() - start:7.1f} s")
+    passed = sum(1 for r in results if r[1] == "passed")
+    failed = len(results) - passed
+    print(f"suite: {passed} passed, {failed} failed", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

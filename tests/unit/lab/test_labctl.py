@@ -1,0 +1,160 @@
+"""Unit tests of the lab tool's pure parts: topology, QEMU command lines, ports,
+image cache key. The VMs themselves are exercised by the molecule scenarios."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+LABCTL = Path(__file__).resolve().parents[2] / "lab" / "labctl.py"
+
+
+@pytest.fixture()
+def labctl(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "cache"))
+    spec = importlib.util.spec_from_file_location("labctl_under_test", LABCTL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["labctl_under_test"] = module
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module.subprocess, "run", lambda *a, **k: None)
+    return module
+
+
+TOPOLOGY = """
+platforms:
+  - name: node1
+    groups: [bluemind_ha]
+    memory: 1536
+    cpus: 2
+    nics:
+      - {segment: public, address: 192.168.60.11/24, address6: "fd00:60::11/64"}
+      - {segment: replication, address: 10.60.0.11/24}
+    disks:
+      - {name: drbd, size: 2G}
+  - name: node2
+    groups: [bluemind_ha]
+    nics:
+      - {segment: public, address: 192.168.60.12/24}
+provisioner:
+  inventory:
+    group_vars:
+      bluemind_ha: {bluemind_ha_vip: 192.168.60.100/24}
+    host_vars:
+      node1: {bluemind_ha_address: 192.168.60.11}
+"""
+
+
+def test_parse_size(labctl):
+    assert labctl.parse_size("2G") == 2 << 30
+    assert labctl.parse_size("512M") == 512 << 20
+    assert labctl.parse_size("1GiB") == 1 << 30
+    assert labctl.parse_size(4096) == 4096
+
+
+def test_unknown_segment_is_refused(labctl, tmp_path):
+    spec = tmp_path / "t.yml"
+    spec.write_text("platforms:\n  - name: a\n    nics: [{segment: lan}]\n")
+    with pytest.raises(labctl.LabError, match="segment 'lan' is not one of"):
+        labctl.load_topology(spec)
+
+
+def test_duplicate_vm_is_refused(labctl, tmp_path):
+    spec = tmp_path / "t.yml"
+    spec.write_text("platforms:\n  - name: a\n  - name: a\n")
+    with pytest.raises(labctl.LabError, match="appears twice"):
+        labctl.load_topology(spec)
+
+
+def define(labctl, tmp_path, name="t"):
+    spec = tmp_path / "t.yml"
+    spec.write_text(TOPOLOGY)
+    image = tmp_path / "image"
+    image.mkdir(exist_ok=True)
+    lab = labctl.Lab(name)
+    lab.define(labctl.load_topology(spec), image)
+    return lab, spec
+
+
+def test_vm_command_line(labctl, tmp_path):
+    lab, _spec = define(labctl, tmp_path)
+    meta = lab.vm("node1").meta
+    argv = meta["argv"]
+    joined = " ".join(argv)
+    base = lab.meta["port_base"]
+    # TCG always: /dev/kvm on these machines does not run a stock Debian kernel.
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
+    assert argv[argv.index("-cpu") + 1] == "max"
+    assert f"hostfwd=tcp:127.0.0.1:{base + 10}-:22" in joined
+    # Segments never leave the machine: multicast on loopback, one port per segment.
+    assert f"socket,id=net-public,mcast=230.0.0.1:{base},localaddr=127.0.0.1" in joined
+    assert f"socket,id=net-replication,mcast=230.0.0.1:{base + 1},localaddr=127.0.0.1" in joined
+    assert "lab.net=eth1=192.168.60.11/24+fd00:60::11/64,eth2=10.60.0.11/24" in joined
+    assert "net.ifnames=0" in joined
+    assert meta["disks"]["drbd"]["size"] == 2 << 30
+    assert meta["segments"] == ["public", "replication"]
+    assert "-m" in argv and argv[argv.index("-m") + 1] == "1536"
+
+
+def test_two_labs_never_share_ports(labctl, tmp_path):
+    first, _spec1 = define(labctl, tmp_path, "one")
+    second, _spec2 = define(labctl, tmp_path, "two")
+    a, b = first.meta["port_base"], second.meta["port_base"]
+    assert abs(a - b) >= labctl.PORT_STRIDE
+
+
+def test_same_lab_name_is_stable(labctl, tmp_path):
+    lab, _spec = define(labctl, tmp_path, "stable")
+    base = lab.meta["port_base"]
+    lab.down()
+    again, _spec3 = define(labctl, tmp_path, "stable")
+    assert again.meta["port_base"] == base
+
+
+def test_inventory_carries_molecule_variables(labctl, tmp_path):
+    lab, spec = define(labctl, tmp_path)
+    inv = lab.inventory(labctl.load_spec(spec))
+    hosts = inv["all"]["hosts"]
+    assert hosts["node1"]["bluemind_ha_address"] == "192.168.60.11"
+    assert hosts["node1"]["ansible_port"] == lab.meta["port_base"] + 10
+    assert inv["all"]["children"]["bluemind_ha"]["vars"]["bluemind_ha_vip"] == "192.168.60.100/24"
+    assert set(inv["all"]["children"]["bluemind_ha"]["hosts"]) == {"node1", "node2"}
+
+
+def test_instance_config_is_what_molecule_expects(labctl, tmp_path):
+    lab, _spec = define(labctl, tmp_path)
+    config = lab.instance_config()
+    assert [c["instance"] for c in config] == ["node1", "node2"]
+    for entry in config:
+        assert set(entry) == {"instance", "address", "user", "port", "identity_file"}
+        assert isinstance(entry["port"], str)
+
+
+def test_image_key_follows_the_recipe(labctl, tmp_path, monkeypatch):
+    recipe = tmp_path / "recipe"
+    (recipe / "files").mkdir(parents=True)
+    (recipe / "build.sh").write_text("echo one\n")
+    monkeypatch.setattr(labctl, "IMAGE_RECIPE", recipe)
+    key_file = tmp_path / "cache" / "ssh" / "id_ed25519"
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text("private")
+    Path(str(key_file) + ".pub").write_text("ssh-ed25519 AAAA lab")
+    first = labctl.image_key()
+    assert labctl.image_key() == first
+    (recipe / "files" / "extra").write_text("x")
+    second = labctl.image_key()
+    assert second != first
+    Path(str(key_file) + ".pub").write_text("ssh-ed25519 BBBB lab")
+    assert labctl.image_key() != second
+
+
+def test_power_state_of_a_defined_but_stopped_vm(labctl, tmp_path):
+    lab, _spec = define(labctl, tmp_path)
+    vm = lab.vm("node2")
+    assert vm.power_state() == "Off"
+    vm.power_off()  # already off: nothing to do, no error
+    with pytest.raises(labctl.LabError, match="is off"):
+        vm.reset()
+    with pytest.raises(labctl.LabError, match="no VM"):
+        lab.vm("node9")
+    assert json.loads((lab.dir / "lab.json").read_text())["vms"] == ["node1", "node2"]
