@@ -74,7 +74,7 @@ LAB_INVENTORY := $(CURDIR)/.cache/lab/hosts.yml
 lab: deps venv image  ## Boot the local lab (LAB_STORAGE=drbd|san) and deploy the pair on it.
 	$(BIN)/python tests/lab/labctl.py up --lab demo-$(LAB_STORAGE) \
 	  --spec molecule/$(LAB_STORAGE)/molecule.yml --inventory $(LAB_INVENTORY)
-	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) molecule/shared/prepare.yml
+	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) -e lab_name_override=demo-$(LAB_STORAGE) molecule/shared/prepare.yml
 	@if [ -f playbooks/site.yml ]; then \
 	  $(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/site.yml; \
 	else \

@@ -87,9 +87,22 @@ def stage_image() -> int:
     return sh(sys.executable, "tests/lab/labctl.py", "image")
 
 
+def show_consoles(lab: str) -> None:
+    """The tail of each VM's serial console, kept by labctl down: a kernel
+    message or a hung boot explains many a failed scenario."""
+    logs = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs" / lab
+    for log in sorted(logs.glob("*-console.log")):
+        lines = log.read_text(errors="replace").splitlines()[-25:]
+        print(f"----- {log.name} (last {len(lines)} lines) -----")
+        print("\n".join(lines))
+
+
 def scenario(name: str):
     def run() -> int:
-        return sh(str(BIN / "molecule"), "test", "-s", name)
+        rc = sh(str(BIN / "molecule"), "test", "-s", name)
+        if rc != 0:
+            show_consoles(f"molecule-{name}")
+        return rc
     run.__name__ = f"stage_molecule_{name}"
     return run
 

@@ -46,6 +46,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -57,6 +58,8 @@ CACHE = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-
 RUN = Path(os.environ.get("LAB_RUN_DIR", CACHE / "run"))
 IMAGES = CACHE / "images"
 SSH_KEY = CACHE / "ssh" / "id_ed25519"
+# Serial consoles of labs taken down, kept for the post-mortem of a failed run.
+LOGS = CACHE / "logs"
 # Segment order fixes the multicast port offset of each segment within a lab.
 SEGMENTS = ("public", "replication", "fabric_a", "fabric_b", "spare")
 PORT_STRIDE = 100           # ports reserved per lab: segments, SSH, controllers
@@ -65,6 +68,9 @@ PORT_SLOTS = 300
 SSH_OFFSET = 10
 BMC_OFFSET = 50             # Redfish test doubles, one per VM
 SERVICE_OFFSET = 90         # host-side services of a lab (repositories, receivers)
+TIME_OFFSET = 91            # the lab's NTP server (UDP), reached by guests at 10.0.2.2
+# QEMU's user network maps this guest-side address to the host's loopback.
+HOST_FROM_GUEST = "10.0.2.2"
 MCAST_GROUP = "230.0.0.1"
 DEFAULT_DOMAIN = "lab.test"
 # node: Debian 12 with the roles' packages pre-fetched; san: the same with the LIO
@@ -392,6 +398,7 @@ class Lab:
             "vms": [p["name"] for p in platforms],
             "bmc_ports": {p["name"]: base + BMC_OFFSET + i for i, p in enumerate(platforms)},
             "service_port": base + SERVICE_OFFSET,
+            "time_server": f"{HOST_FROM_GUEST}:{base + TIME_OFFSET}",
         }, indent=2))
 
     def _define_vm(self, index: int, spec: dict, image: Path, base: int, mac_prefix: str) -> None:
@@ -461,6 +468,7 @@ class Lab:
             self.define(platforms, image)
         vms = self.vms()
         start = time.monotonic()
+        self.start_time_server()
         for vm in vms:
             vm.start()
         log(f"lab {self.name}: {len(vms)} VM(s) started, waiting for SSH")
@@ -483,9 +491,29 @@ class Lab:
         log(f"lab {self.name}: all VMs reachable in {time.monotonic() - start:.1f} s")
         return times
 
+    def start_time_server(self) -> None:
+        """Serve the host's clock over NTP: the lab's stand-in for a site's NTP
+        servers, so that chrony on the guests reports a synchronised clock."""
+        services = self.dir / "services"
+        services.mkdir(exist_ok=True)
+        pidfile = services / "time.pid"
+        if pidfile.exists():
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pidfile.read_text()), 0)
+                return
+        port = self.port(TIME_OFFSET)
+        with open(services / "time.log", "ab") as out:
+            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "serve-time", "--port", str(port)],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        pidfile.write_text(str(proc.pid))
+
     def down(self) -> None:
         for vm in self.vms():
             vm.power_off()
+            console = vm.dir / "console.log"
+            if console.exists():
+                (LOGS / self.name).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(console, LOGS / self.name / f"{vm.name}-console.log")
         stop_bmc_doubles(self)
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -636,6 +664,44 @@ def cmd_list(_args) -> int:
     return 0
 
 
+NTP_EPOCH = 2208988800  # seconds from 1900-01-01 (NTP) to 1970-01-01 (Unix)
+
+
+def ntp_stamp(seconds: float) -> bytes:
+    whole = int(seconds) + NTP_EPOCH
+    return struct.pack("!II", whole & 0xFFFFFFFF, int((seconds % 1) * (1 << 32)) & 0xFFFFFFFF)
+
+
+def ntp_reply(request: bytes, received: float, now: float) -> bytes | None:
+    """A server reply (RFC 5905, mode 4, stratum 1, reference "LOCL") to a client
+    request, or None for anything that is not a client request."""
+    if len(request) < 48 or request[0] & 0x7 != 3:
+        return None
+    version = (request[0] >> 3) & 0x7
+    header = struct.pack("!BBbb", (0 << 6) | (version << 3) | 4, 1, request[2], -20)
+    return (header + struct.pack("!II", 0, 1 << 8) + b"LOCL" + ntp_stamp(now - 1)
+            + request[40:48] + ntp_stamp(received) + ntp_stamp(now))
+
+
+def cmd_serve_time(args) -> int:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", args.port))
+    while True:
+        data, peer = sock.recvfrom(512)
+        received = time.time()
+        reply = ntp_reply(data, received, time.time())
+        if reply:
+            sock.sendto(reply, peer)
+
+
+def cmd_info(args) -> int:
+    lab = Lab(args.lab)
+    if not lab.exists():
+        raise LabError(f"lab {args.lab} does not exist")
+    print(json.dumps(lab.meta))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -682,6 +748,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_ssh)
     sub.add_parser("list").set_defaults(func=cmd_list)
+    p = sub.add_parser("info", help="print the lab's metadata (ports, time server) as JSON")
+    p.add_argument("--lab", required=True)
+    p.set_defaults(func=cmd_info)
+    p = sub.add_parser("serve-time", help="NTP server for the guests (started by up)")
+    p.add_argument("--port", type=int, required=True)
+    p.set_defaults(func=cmd_serve_time)
     args = parser.parse_args(argv)
     if getattr(args, "cmd", None) == "down" and not (args.lab or args.all):
         parser.error("down needs --lab NAME or --all")

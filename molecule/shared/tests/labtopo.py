@@ -46,7 +46,10 @@ def vm(name: str):
     return testinfra.get_host(
         f"ssh://{inst['user']}@{inst['address']}:{inst['port']}",
         ssh_identity_file=inst["identity_file"],
-        ssh_extra_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        # Options given here come before testinfra's own, so they win: under software
+        # emulation a busy guest can take more than testinfra's 10 s to greet.
+        ssh_extra_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+                       " -o ConnectTimeout=30 -o ConnectionAttempts=3 -o ServerAliveInterval=15",
     )
 
 
@@ -97,3 +100,52 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def write_inventory(path: Path) -> Path:
+    """An Ansible inventory of the scenario's VMs with molecule.yml's inventory
+    variables: what a user's inventory would say about the same pair."""
+    provisioned = molecule_config()["provisioner"].get("inventory") or {}
+    hosts = {}
+    for name, inst in instances().items():
+        hosts[name] = {"ansible_host": inst["address"], "ansible_port": int(inst["port"]),
+                       "ansible_user": inst["user"], "ansible_ssh_private_key_file": inst["identity_file"],
+                       **(provisioned.get("host_vars") or {}).get(name, {})}
+    groups = {}
+    for platform in platforms():
+        for group in platform.get("groups", []):
+            groups.setdefault(group, {"hosts": {}, "vars": (provisioned.get("group_vars") or {}).get(group, {})})
+            groups[group]["hosts"][platform["name"]] = {}
+    path.write_text(yaml.safe_dump({"all": {"hosts": hosts, "children": groups}}))
+    return path
+
+
+def run_playbook(playbook: str, inventory: Path, extra_vars: dict | None = None,
+                 timeout: float = 900) -> dict:
+    """Run a playbook of the collection (by FQCN) on the scenario's VMs and return
+    the json callback's report, with its exit code under "rc"."""
+    import json
+    import subprocess
+    import sys
+
+    plugins = Path(__file__).resolve().parents[1] / "callback_plugins"
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="lab_report", ANSIBLE_CALLBACK_PLUGINS=str(plugins),
+               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_RETRY_FILES_ENABLED="False")
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), playbook]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    start = proc.stdout.find("{")
+    assert start >= 0, f"{playbook} printed no report (rc {proc.returncode}): {proc.stdout}{proc.stderr}"
+    report = json.loads(proc.stdout[start:])
+    report["rc"] = proc.returncode
+    report["stderr"] = proc.stderr
+    return report
+
+
+def task_results(report: dict):
+    """(task name, host, result) for every task result of a json callback report."""
+    for play in report.get("plays", []):
+        for task in play.get("tasks", []):
+            for host, result in task.get("hosts", {}).items():
+                yield task["task"]["name"], host, result

@@ -158,3 +158,17 @@ def test_power_state_of_a_defined_but_stopped_vm(labctl, tmp_path):
     with pytest.raises(labctl.LabError, match="no VM"):
         lab.vm("node9")
     assert json.loads((lab.dir / "lab.json").read_text())["vms"] == ["node1", "node2"]
+
+
+def test_time_server_answers_client_requests_only(labctl):
+    request = bytes([(4 << 3) | 3]) + bytes(39) + b"\x01\x02\x03\x04\x05\x06\x07\x08"
+    reply = labctl.ntp_reply(request, received=1_700_000_000.25, now=1_700_000_000.5)
+    assert len(reply) == 48
+    assert reply[0] == (4 << 3) | 4 and reply[1] == 1 and reply[12:16] == b"LOCL"
+    # The client's transmit time comes back as the originate time.
+    assert reply[24:32] == request[40:48]
+    seconds, fraction = labctl.struct.unpack("!II", reply[40:48])
+    assert seconds == 1_700_000_000 + labctl.NTP_EPOCH and fraction == 1 << 31
+    server_request = bytes([(4 << 3) | 4]) + bytes(47)
+    assert labctl.ntp_reply(server_request, 0.0, 0.0) is None
+    assert labctl.ntp_reply(b"short", 0.0, 0.0) is None

@@ -1,0 +1,144 @@
+"""Preflight on the live pair: it passes on the untouched pair, and each way of
+breaking the pair makes it fail with the matching problem code while changing
+nothing on either node. Each case breaks the pair, runs the preflight playbook
+users run, and repairs the pair whatever the outcome."""
+import contextlib
+
+import pytest
+
+import labtopo
+
+NODES = labtopo.members("bluemind_ha")
+DISK = "/dev/disk/by-id/virtio-drbd"
+
+
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory):
+    return labtopo.write_inventory(tmp_path_factory.mktemp("preflight") / "hosts.yml")
+
+
+def fingerprint(node: str) -> str:
+    """What preflight must leave alone: installed packages, addresses, the DRBD
+    disk's signature, and any file under /etc modified since the marker."""
+    return labtopo.vm(node).check_output(
+        "md5sum /var/lib/dpkg/status | cut -d' ' -f1;"
+        " ip -o addr show | awk '{print $2, $3, $4}';"
+        f" blkid -p -o export {DISK} || true;"
+        " find /etc -newer /run/preflight-marker 2>/dev/null | sort")
+
+
+def run_preflight(inventory, extra_vars=None) -> tuple[dict, list]:
+    for node in NODES:
+        labtopo.vm(node).check_output("touch /run/preflight-marker")
+    before = {node: fingerprint(node) for node in NODES}
+    report = labtopo.run_playbook("bluemind_ha.cluster.preflight", inventory, extra_vars)
+    after = {node: fingerprint(node) for node in NODES}
+    assert after == before, "preflight changed a node"
+    assert all(report["stats"][node]["changed"] == 0 for node in NODES), report["stats"]
+    problems = [p for name, host, result in labtopo.task_results(report)
+                for p in result.get("problems", [])]
+    return report, problems
+
+
+def codes(problems: list) -> list:
+    return sorted((p["code"], p["host"]) for p in problems)
+
+
+def test_passes_on_the_untouched_pair(inventory):
+    report, problems = run_preflight(inventory)
+    assert report["rc"] == 0 and problems == [], report["stderr"]
+    pair = [r["ansible_facts"]["preflight_pair"] for name, host, r in labtopo.task_results(report)
+            if "preflight_pair" in r.get("ansible_facts", {})]
+    assert pair and pair[0]["addresses"] == {"node1": "192.168.60.11", "node2": "192.168.60.12"}
+    assert pair[0]["network"] == "192.168.60.0/24"
+
+
+def build_probe_package(node: str, version: str):
+    labtopo.vm(node).check_output(
+        "set -e; d=$(mktemp -d); mkdir $d/DEBIAN;"
+        f" printf 'Package: hatest-probe\\nVersion: {version}\\nArchitecture: all\\nMaintainer: lab <lab@lab.test>\\n"
+        "Description: test double, a package whose version differs between the nodes\\n' > $d/DEBIAN/control;"
+        " dpkg-deb -b $d /tmp/hatest-probe.deb >/dev/null; dpkg -i /tmp/hatest-probe.deb >/dev/null; rm -rf $d")
+
+
+@contextlib.contextmanager
+def package_versions_differ():
+    try:
+        build_probe_package("node1", "1.0")
+        build_probe_package("node2", "1.1")
+        yield {"preflight_extra_packages": ["hatest-probe"]}
+    finally:
+        for node in NODES:
+            labtopo.vm(node).run("dpkg -P hatest-probe")
+
+
+@contextlib.contextmanager
+def dhcp_address():
+    # A lifetime is what a DHCP client gives an address; the kernel then marks it dynamic.
+    node2 = labtopo.vm("node2")
+    try:
+        node2.check_output("ip addr change 192.168.60.12/24 dev eth1 valid_lft 600 preferred_lft 600")
+        yield {}
+    finally:
+        node2.check_output("ip addr change 192.168.60.12/24 dev eth1 valid_lft forever preferred_lft forever")
+
+
+@contextlib.contextmanager
+def vip_outside_subnet():
+    yield {"bluemind_ha_vip": "192.168.70.100/24"}
+
+
+@contextlib.contextmanager
+def vip_in_use():
+    # A foreign host on the public segment: a macvlan with its own MAC in a
+    # network namespace of node2, invisible to node2's own report.
+    node2 = labtopo.vm("node2")
+    try:
+        node2.check_output(
+            "ip netns add rogue && ip link add link eth1 name rogue0 type macvlan mode bridge"
+            " && ip link set rogue0 netns rogue && ip -n rogue addr add 192.168.60.100/24 dev rogue0"
+            " && ip -n rogue link set rogue0 up")
+        labtopo.wait_for(lambda: labtopo.vm("node1").run("ping -c 1 -W 1 192.168.60.100").rc == 0,
+                         30, "the rogue floating IP to answer")
+        yield {}
+    finally:
+        node2.run("ip netns del rogue")
+        labtopo.vm("node1").run("ip neigh flush to 192.168.60.100")
+
+
+@contextlib.contextmanager
+def filesystem_on_disk():
+    node1 = labtopo.vm("node1")
+    try:
+        node1.check_output("command -v mkfs.ext4 >/dev/null || DEBIAN_FRONTEND=noninteractive "
+                           "apt-get install -y -q e2fsprogs >/dev/null")
+        node1.check_output(f"mkfs.ext4 -q -F -L olddata {DISK}")
+        yield {}
+    finally:
+        node1.check_output(f"wipefs -q -a {DISK}")
+
+
+BREAKAGES = [
+    ("package version changed on one node", package_versions_differ, [("package_mismatch", "pair")]),
+    ("DHCP address on node2", dhcp_address, [("dynamic_address", "node2")]),
+    ("floating IP outside the subnet", vip_outside_subnet,
+     [("vip_outside_subnet", "node1"), ("vip_outside_subnet", "node2")]),
+    ("floating IP already in use", vip_in_use, [("vip_in_use", "pair")]),
+    ("filesystem on the DRBD disk", filesystem_on_disk, [("disk_in_use", "node1")]),
+]
+
+
+@pytest.mark.parametrize("breakage,expected", [b[1:] for b in BREAKAGES], ids=[b[0] for b in BREAKAGES])
+def test_fails_with_the_matching_code_and_changes_nothing(inventory, breakage, expected):
+    with breakage() as extra_vars:
+        report, problems = run_preflight(inventory, extra_vars)
+    assert report["rc"] != 0
+    assert codes(problems) == sorted(expected), problems
+    # The play stopped at the check: no task ran after it on any node.
+    names = [name for name, host, result in labtopo.task_results(report)]
+    assert names[-1].endswith("Check that the two nodes form a valid HA pair"), names
+
+
+def test_passes_again_after_the_repairs(inventory):
+    report, problems = run_preflight(inventory)
+    assert report["rc"] == 0 and problems == [], problems
