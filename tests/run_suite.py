@@ -118,8 +118,12 @@ STAGES = {
 }
 
 
-def cleanup() -> None:
+def cleanup(ran: list[str]) -> None:
+    """Take down the labs of the scenarios this run started (and only those: a
+    lint-only run must not kill a scenario another run is testing)."""
     for name in SCENARIOS:
+        if f"molecule-{name}" not in ran:
+            continue
         subprocess.run([sys.executable, "tests/lab/labctl.py", "down", "--lab", f"molecule-{name}"],
                        cwd=ROOT, capture_output=True, check=False)
 
@@ -135,6 +139,7 @@ def main(selected: list[str]) -> int:
     os.environ.setdefault("PY_COLORS", "0")
     os.environ.setdefault("ANSIBLE_FORCE_COLOR", "0")
     results: list[tuple[str, str, float]] = []
+    started: list[str] = []
     start = time.monotonic()
     try:
         for name in selected or list(STAGES):
@@ -143,10 +148,11 @@ def main(selected: list[str]) -> int:
                 continue
             print(f"\n===== stage {name} =====", flush=True)
             t0 = time.monotonic()
+            started.append(name)
             rc = STAGES[name]()
             results.append((name, "passed" if rc == 0 else "failed", time.monotonic() - t0))
     finally:
-        cleanup()
+        cleanup(started)
     print("\n===== suite summary =====")
     for name, outcome, seconds in results:
         print(f"  {name:16} {outcome:7} {seconds:7.1f} s")

@@ -181,6 +181,11 @@ pair:
     addresses:
       description: Inventory name mapped to the node's public address.
       type: dict
+    addresses_by_family:
+      description: >-
+        C(ipv4) and C(ipv6), each mapping inventory name to the node's public address of
+        that family, for the families of the floating IPs (keepalived's unicast peers).
+      type: dict
     network:
       description: The nodes' public subnet in CIDR form, V(null) when the nodes disagree.
       type: str
@@ -193,6 +198,9 @@ pair:
       type: str
   sample:
     addresses: {node1: 192.168.60.11, node2: 192.168.60.12}
+    addresses_by_family:
+      ipv4: {node1: 192.168.60.11, node2: 192.168.60.12}
+      ipv6: {node1: "fd00:60::11", node2: "fd00:60::12"}
     network: 192.168.60.0/24
     vips: [{address: 192.168.60.100, prefix: 24, family: ipv4, network: 192.168.60.0/24}]
     holder: null
@@ -243,6 +251,7 @@ class PairCheck:
         self.problems = []
         self.warnings = []
         self.addresses = {}
+        self.addresses_by_family = {"ipv4": {}, "ipv6": {}}
         self.networks = {}
         self.vips = []
         self.holder = None
@@ -419,6 +428,7 @@ class PairCheck:
                              f"{ip}/{entry.get('prefix')} on {name} is dynamic (DHCP or SLAAC, it has a lifetime); "
                              "an HA node needs a fixed address: configure it statically")
                 found[name] = netaddr.IPNetwork(f"{ip}/{entry.get('prefix')}")
+            self.addresses_by_family["ipv4" if family == 4 else "ipv6"] = {n: str(net.ip) for n, net in found.items()}
             if family == families[0]:
                 self.addresses = {n: str(net.ip) for n, net in found.items()}
             self.check_subnet(found, "public" if family == families[0] else f"public IPv{family}", vip)
@@ -674,6 +684,7 @@ class PairCheck:
             "warnings_found": self.warnings,
             "pair": {
                 "addresses": self.addresses,
+                "addresses_by_family": self.addresses_by_family,
                 "network": str(self.networks["public"]) if "public" in self.networks else None,
                 "vips": [{"address": str(v["ip"]), "prefix": v["net"].prefixlen, "family": family_of(v["ip"]),
                           "network": str(v["net"].cidr)} for v in self.vips],

@@ -101,6 +101,9 @@ def test_valid_pair_passes(run_module, storage):
     assert result["problems"] == [] and result["changed"] is False
     assert result["pair"]["addresses"] == {"node1": "192.168.60.11", "node2": "192.168.60.12"}
     assert result["pair"]["network"] == "192.168.60.0/24"
+    assert result["pair"]["addresses_by_family"] == {
+        "ipv4": {"node1": "192.168.60.11", "node2": "192.168.60.12"},
+        "ipv6": {"node1": "fd00:60::11", "node2": "fd00:60::12"}}
     assert result["pair"]["vips"] == [
         {"address": "192.168.60.100", "prefix": 24, "family": "ipv4", "network": "192.168.60.0/24"},
         {"address": "fd00:60::100", "prefix": 64, "family": "ipv6", "network": "fd00:60::/64"},
