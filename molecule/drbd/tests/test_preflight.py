@@ -10,6 +10,7 @@ import labtopo
 
 NODES = labtopo.members("bluemind_ha")
 DISK = "/dev/disk/by-id/virtio-drbd"
+ROGUE = "192.168.60.101"
 
 
 @pytest.fixture(scope="module")
@@ -91,19 +92,20 @@ def vip_outside_subnet():
 @contextlib.contextmanager
 def vip_in_use():
     # A foreign host on the public segment: a macvlan with its own MAC in a
-    # network namespace of node2, invisible to node2's own report.
+    # network namespace of node2, invisible to node2's own report. It takes an
+    # unused address that the run then names as floating IP (the pair's own
+    # floating IP is held by one of the nodes once keepalived runs).
     node2 = labtopo.vm("node2")
     try:
         node2.check_output(
             "ip netns add rogue && ip link add link eth1 name rogue0 type macvlan mode bridge"
-            " && ip link set rogue0 netns rogue && ip -n rogue addr add 192.168.60.100/24 dev rogue0"
+            f" && ip link set rogue0 netns rogue && ip -n rogue addr add {ROGUE}/24 dev rogue0"
             " && ip -n rogue link set rogue0 up")
-        labtopo.wait_for(lambda: labtopo.vm("node1").run("ping -c 1 -W 1 192.168.60.100").rc == 0,
-                         30, "the rogue floating IP to answer")
-        yield {}
+        labtopo.wait_for(lambda: labtopo.vm("node1").run(f"ping -c 1 -W 1 {ROGUE}").rc == 0,
+                         30, "the rogue address to answer")
+        yield {"bluemind_ha_vip": f"{ROGUE}/24"}
     finally:
         node2.run("ip netns del rogue")
-        labtopo.vm("node1").run("ip neigh flush to 192.168.60.100")
 
 
 @contextlib.contextmanager

@@ -27,6 +27,10 @@ def inventory_vars(group: str) -> dict:
     return molecule_config()["provisioner"]["inventory"]["group_vars"].get(group, {})
 
 
+def host_vars(name: str) -> dict:
+    return (molecule_config()["provisioner"]["inventory"].get("host_vars") or {}).get(name, {})
+
+
 def members(group: str) -> list[str]:
     return [p["name"] for p in platforms() if group in p.get("groups", [])]
 
