@@ -37,6 +37,7 @@ Topology file: a molecule.yml, or any mapping with ``platforms``, a list of VMs:
 from __future__ import annotations
 
 import argparse
+import base64
 import concurrent.futures
 import contextlib
 import fcntl
@@ -49,6 +50,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -69,6 +71,11 @@ SSH_OFFSET = 10
 BMC_OFFSET = 50             # Redfish test doubles, one per VM
 SERVICE_OFFSET = 90         # host-side services of a lab (repositories, receivers)
 TIME_OFFSET = 91            # the lab's NTP server (UDP), reached by guests at 10.0.2.2
+# Every VM reaches the management controller (Redfish test double) of the lab's
+# VM number i at BMC_GUEST_NET.(BMC_GUEST_FIRST + i):443, whatever the lab's ports.
+BMC_GUEST_NET = "10.0.2"
+BMC_GUEST_FIRST = 100
+DEFAULT_BMC = {"username": "admin", "password": "lab-bmc-password"}
 # QEMU's user network maps this guest-side address to the host's loopback.
 HOST_FROM_GUEST = "10.0.2.2"
 MCAST_GROUP = "230.0.0.1"
@@ -392,7 +399,7 @@ class Lab:
         self.dir.mkdir(parents=True, exist_ok=True)
         mac_prefix = "52:54:00:%02x" % (int(hashlib.sha256(self.name.encode()).hexdigest(), 16) % 256)
         for index, spec in enumerate(platforms):
-            self._define_vm(index, spec, image, base, mac_prefix)
+            self._define_vm(index, spec, image, base, mac_prefix, platforms)
         (self.dir / "lab.json").write_text(json.dumps({
             "port_base": base, "image": str(image),
             "vms": [p["name"] for p in platforms],
@@ -401,7 +408,8 @@ class Lab:
             "time_server": f"{HOST_FROM_GUEST}:{base + TIME_OFFSET}",
         }, indent=2))
 
-    def _define_vm(self, index: int, spec: dict, image: Path, base: int, mac_prefix: str) -> None:
+    def _define_vm(self, index: int, spec: dict, image: Path, base: int, mac_prefix: str,
+                   platforms: list[dict]) -> None:
         name = spec["name"]
         vdir = self.dir / name
         vdir.mkdir(parents=True, exist_ok=True)
@@ -427,7 +435,10 @@ class Lab:
             "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initrd.img"),
             "-drive", f"file={root},if=none,id=drv-root,format=qcow2,cache=unsafe,discard=unmap",
             "-device", "virtio-blk-pci,drive=drv-root,id=disk-root,serial=root",
-            "-netdev", f"user,id=mgmt,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+            "-netdev", f"user,id=mgmt,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+                       + "".join(f",guestfwd=tcp:{BMC_GUEST_NET}.{BMC_GUEST_FIRST + j}:443-cmd:"
+                                 f"{sys.executable} {Path(__file__).resolve()} bmc-relay --port {base + BMC_OFFSET + j}"
+                                 for j in range(len(platforms))),
             "-device", f"virtio-net-pci,netdev=mgmt,id=nic-mgmt,mac={mac_prefix}:{index:02x}:00",
         ]
         for nic, net in enumerate(spec.get("nics", []), start=1):
@@ -469,6 +480,7 @@ class Lab:
         vms = self.vms()
         start = time.monotonic()
         self.start_time_server()
+        self.start_bmc_doubles()
         for vm in vms:
             vm.start()
         log(f"lab {self.name}: {len(vms)} VM(s) started, waiting for SSH")
@@ -506,6 +518,31 @@ class Lab:
             proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "serve-time", "--port", str(port)],
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
         pidfile.write_text(str(proc.pid))
+
+    def start_bmc_doubles(self) -> None:
+        """The management controllers of the VMs (test doubles of a BMC's Redfish
+        service): one HTTPS port per VM on the host, relayed into every guest."""
+        services = self.dir / "services"
+        services.mkdir(exist_ok=True)
+        pidfile = services / "bmc.pid"
+        if pidfile.exists():
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pidfile.read_text()), 0)
+                return
+        cert, key = services / "bmc-cert.pem", services / "bmc-key.pem"
+        if not cert.exists():
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365",
+                            "-subj", "/CN=lab-bmc", "-keyout", str(key), "-out", str(cert)],
+                           check=True, capture_output=True)
+        with open(services / "bmc.log", "ab") as out:
+            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "serve-bmc", "--lab", self.name],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        pidfile.write_text(str(proc.pid))
+        # Ready when every port accepts connections.
+        deadline = time.monotonic() + 10
+        ports = [self.port(BMC_OFFSET + i) for i in range(len(self.meta["vms"]))]
+        while any(port_free(p) for p in ports) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def down(self) -> None:
         for vm in self.vms():
@@ -664,6 +701,145 @@ def cmd_list(_args) -> int:
     return 0
 
 
+class RedfishDouble:
+    """Stands in for a server's management controller (BMC): the part of the
+    Redfish API that fence_redfish uses - service root, systems collection, one
+    system with its PowerState, and the ComputerSystem.Reset action (On,
+    ForceOff, ForceRestart, GracefulShutdown, GracefulRestart, PowerCycle) -
+    behind HTTP basic authentication. Power actions act on the VM as pulling and
+    plugging the power cord would: off stops QEMU at once, on boots from scratch."""
+
+    SYSTEM = "/redfish/v1/Systems/1"
+    RESET = SYSTEM + "/Actions/ComputerSystem.Reset"
+    RESET_TYPES = ["On", "ForceOff", "GracefulShutdown", "ForceRestart", "GracefulRestart", "PowerCycle"]
+
+    def __init__(self, vm: "VM"):
+        self.vm = vm
+        creds = {**DEFAULT_BMC, **(vm.meta["spec"].get("bmc") or {})}
+        token = base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode()
+        self.authorization = f"Basic {token}"
+        self.lock = threading.Lock()
+
+    def handle(self, method: str, path: str, authorization: str, body: bytes) -> tuple[int, dict]:
+        path = path.split("?")[0].rstrip("/") or "/"
+        if method == "GET" and path == "/redfish":
+            return 200, {"v1": "/redfish/v1/"}
+        # The service root answers without credentials, as Redfish specifies.
+        if authorization != self.authorization and path != "/redfish/v1":
+            return 401, {"error": {"code": "Base.1.0.NoValidSession", "message": "bad credentials"}}
+        if method == "GET" and path == "/redfish/v1":
+            return 200, {"@odata.id": "/redfish/v1", "RedfishVersion": "1.6.0", "Name": "lab BMC double",
+                         "Systems": {"@odata.id": "/redfish/v1/Systems"}}
+        if method == "GET" and path == "/redfish/v1/Systems":
+            return 200, {"@odata.id": "/redfish/v1/Systems", "Members@odata.count": 1,
+                         "Members": [{"@odata.id": self.SYSTEM}]}
+        if method == "GET" and path == self.SYSTEM:
+            return 200, {"@odata.id": self.SYSTEM, "Id": "1", "Name": self.vm.name,
+                         "PowerState": self.vm.power_state(),
+                         "Actions": {"#ComputerSystem.Reset": {
+                             "target": self.RESET, "ResetType@Redfish.AllowableValues": self.RESET_TYPES}}}
+        if method == "POST" and path == self.RESET:
+            try:
+                reset = json.loads(body or b"{}").get("ResetType")
+            except ValueError:
+                reset = None
+            if reset not in self.RESET_TYPES:
+                return 400, {"error": {"code": "Base.1.0.ActionParameterNotSupported",
+                                       "message": f"ResetType {reset!r}"}}
+            with self.lock:
+                if reset in ("ForceOff", "GracefulShutdown"):
+                    self.vm.power_off()
+                elif reset == "On":
+                    self.vm.power_on()
+                else:
+                    self.vm.power_off()
+                    self.vm.power_on()
+            return 204, {}
+        return 404, {"error": {"code": "Base.1.0.ResourceMissingAtURI", "message": path}}
+
+
+def cmd_serve_bmc(args) -> int:
+    import http.server
+    import ssl
+
+    lab = Lab(args.lab)
+    services = lab.dir / "services"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(services / "bmc-cert.pem", services / "bmc-key.pem")
+    servers = []
+    for index, name in enumerate(lab.meta["vms"]):
+        double = RedfishDouble(lab.vm(name))
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            bmc = double
+            protocol_version = "HTTP/1.1"
+
+            def answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                status, data = self.bmc.handle(self.command, self.path, self.headers.get("Authorization", ""), body)
+                payload = json.dumps(data).encode() if status != 204 else b""
+                self.send_response(status)
+                if status == 401:
+                    self.send_header("WWW-Authenticate", 'Basic realm="lab BMC"')
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(payload)
+                self.close_connection = True
+
+            do_GET = answer
+            do_POST = answer
+
+            def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+                sys.stdout.write(f"{time.strftime('%H:%M:%S')} {self.bmc.vm.name} {format % args}\n")
+                sys.stdout.flush()
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", lab.port(BMC_OFFSET + index)), Handler)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        servers.append(server)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return 0
+
+
+def cmd_bmc_relay(args) -> int:
+    """One guest connection (QEMU guestfwd gives it on stdin/stdout) relayed to a
+    port of the host: how the guests reach the lab's management controllers."""
+    import selectors
+
+    sock = socket.create_connection(("127.0.0.1", args.port), timeout=30)
+    sock.settimeout(None)
+    sel = selectors.DefaultSelector()
+    sel.register(0, selectors.EVENT_READ, "guest")
+    sel.register(sock, selectors.EVENT_READ, "host")
+    open_ends = 2
+    while open_ends:
+        for key, dummy in sel.select():
+            if key.data == "guest":
+                data = os.read(0, 65536)
+                if not data:
+                    sel.unregister(0)
+                    open_ends -= 1
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_WR)
+                else:
+                    sock.sendall(data)
+            else:
+                data = sock.recv(65536)
+                if not data:
+                    sel.unregister(sock)
+                    open_ends -= 1
+                    os.close(1)
+                else:
+                    os.write(1, data)
+    return 0
+
+
 NTP_EPOCH = 2208988800  # seconds from 1900-01-01 (NTP) to 1970-01-01 (Unix)
 
 
@@ -751,6 +927,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("info", help="print the lab's metadata (ports, time server) as JSON")
     p.add_argument("--lab", required=True)
     p.set_defaults(func=cmd_info)
+    p = sub.add_parser("serve-bmc", help="the VMs' management controllers, Redfish test doubles (started by up)")
+    p.add_argument("--lab", required=True)
+    p.set_defaults(func=cmd_serve_bmc)
+    p = sub.add_parser("bmc-relay", help="relay a guest connection (stdin/stdout) to a host port (QEMU guestfwd)")
+    p.add_argument("--port", type=int, required=True)
+    p.set_defaults(func=cmd_bmc_relay)
     p = sub.add_parser("serve-time", help="NTP server for the guests (started by up)")
     p.add_argument("--port", type=int, required=True)
     p.set_defaults(func=cmd_serve_time)

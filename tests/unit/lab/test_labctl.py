@@ -172,3 +172,46 @@ def test_time_server_answers_client_requests_only(labctl):
     server_request = bytes([(4 << 3) | 4]) + bytes(47)
     assert labctl.ntp_reply(server_request, 0.0, 0.0) is None
     assert labctl.ntp_reply(b"short", 0.0, 0.0) is None
+
+
+class FakeVM:
+    def __init__(self):
+        self.name = "node1"
+        self.meta = {"spec": {"bmc": {"password": "s3cret"}}}
+        self.state = "On"
+        self.calls = []
+
+    def power_state(self):
+        return self.state
+
+    def power_off(self):
+        self.calls.append("off")
+        self.state = "Off"
+
+    def power_on(self):
+        self.calls.append("on")
+        self.state = "On"
+
+
+def test_redfish_double_speaks_what_fence_redfish_uses(labctl):
+    vm = FakeVM()
+    bmc = labctl.RedfishDouble(vm)
+    good = "Basic " + labctl.base64.b64encode(b"admin:s3cret").decode()
+    bad = "Basic " + labctl.base64.b64encode(b"admin:wrong").decode()
+    status, root = bmc.handle("GET", "/redfish/v1/", "", b"")
+    assert status == 200 and root["Systems"]["@odata.id"] == "/redfish/v1/Systems"
+    assert bmc.handle("GET", "/redfish/v1/Systems", bad, b"")[0] == 401
+    status, systems = bmc.handle("GET", "/redfish/v1/Systems", good, b"")
+    system_uri = systems["Members"][0]["@odata.id"]
+    status, system = bmc.handle("GET", system_uri, good, b"")
+    assert system["PowerState"] == "On"
+    target = system["Actions"]["#ComputerSystem.Reset"]["target"]
+    assert bmc.handle("POST", target, bad, b'{"ResetType": "ForceOff"}')[0] == 401 and vm.calls == []
+    assert bmc.handle("POST", target, good, b'{"ResetType": "ForceOff"}')[0] == 204
+    assert bmc.handle("GET", system_uri, good, b"")[1]["PowerState"] == "Off"
+    assert bmc.handle("POST", target, good, b'{"ResetType": "On"}')[0] == 204
+    assert bmc.handle("POST", target, good, b'{"ResetType": "ForceRestart"}')[0] == 204
+    # A restart is off then on: a fresh boot, never a resume.
+    assert vm.calls == ["off", "on", "off", "on"]
+    assert bmc.handle("POST", target, good, b'{"ResetType": "Explode"}')[0] == 400
+    assert bmc.handle("GET", "/redfish/v1/Managers", good, b"")[0] == 404

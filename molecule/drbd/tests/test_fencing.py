@@ -1,0 +1,139 @@
+"""Fencing on the live pair, through the lab's Redfish test doubles and the real
+fence_redfish agent: each node powers the other off (the host confirms the VM
+stopped) and on again (a fresh boot); wrong credentials stop a deploy before any
+change; when both nodes call off at once, the active node's call wins."""
+import concurrent.futures
+import json
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+import labtopo
+
+LAB = labtopo.lab_name()
+NODES = labtopo.members("bluemind_ha")
+VIP = labtopo.inventory_vars("bluemind_ha")["bluemind_ha_vip"].split("/")[0]
+DELAY = labtopo.inventory_vars("bluemind_ha")["fencing_passive_delay"]
+RESULTS = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs"
+
+
+def other(node: str) -> str:
+    return next(n for n in NODES if n != node)
+
+
+def fence(node: str, action: str):
+    return labtopo.vm(node).run(f"/usr/local/sbin/bluemind-ha-fence {action}")
+
+
+def boot_id(node: str) -> str:
+    return labtopo.vm(node).check_output("cat /proc/sys/kernel/random/boot_id")
+
+
+def host_power(node: str) -> str:
+    return labtopo.labctl("power", LAB, node, "status")
+
+
+def wait_back(node: str, old_boot: str):
+    """The node answers SSH again, after a fresh boot, and keepalived runs as BACKUP."""
+    labtopo.vm.cache_clear()
+
+    def booted():
+        try:
+            return boot_id(node) != old_boot
+        except (RuntimeError, AssertionError):
+            return False
+    labtopo.wait_for(booted, 240, f"{node} to boot again", interval=2)
+    labtopo.wait_for(lambda: labtopo.vm(node).run("cut -d' ' -f1 /run/bluemind-ha/vrrp-state").stdout.strip()
+                     == "BACKUP", 60, f"{node} to rejoin as VRRP BACKUP")
+
+
+def holder() -> str:
+    held = [n for n in NODES if labtopo.vm(n).run(f"ip -o addr show to {VIP}").stdout.strip()]
+    assert len(held) == 1, held
+    return held[0]
+
+
+def test_each_node_powers_the_other_off_and_on():
+    for caller in reversed(NODES):
+        target = other(caller)
+        old_boot = boot_id(target)
+        result = fence(caller, "off")
+        assert result.rc == 0, result.stderr
+        assert host_power(target) == "Off", "the host still runs the fenced VM"
+        status = fence(caller, "status")
+        assert (status.rc, status.stdout.strip()) == (0, "off"), status.stderr
+        start = time.monotonic()
+        again = fence(caller, "off")
+        assert again.rc == 0 and "already off" in again.stderr, again.stderr
+        # No delay and no agent action for a peer already off.
+        assert time.monotonic() - start < 10
+        result = fence(caller, "on")
+        assert result.rc == 0, result.stderr
+        assert host_power(target) == "On"
+        wait_back(target, old_boot)
+        assert fence(caller, "status").stdout.strip() == "on"
+    journal = labtopo.vm(NODES[0]).check_output("journalctl -t bluemind-ha-fence --no-pager -o cat")
+    assert "call: off of peer" in journal and "done on" in journal
+
+
+def test_fence_command_documents_its_exit_codes():
+    out = labtopo.vm(NODES[0]).check_output("/usr/local/sbin/bluemind-ha-fence --help")
+    for line in ("0  done", "3  the controller is unreachable", "4  the controller refused the credentials",
+                 "5  timeout"):
+        assert line in out
+    conf = labtopo.vm(NODES[0]).file("/etc/bluemind-ha/fence.json")
+    assert (conf.user, conf.mode) == ("root", 0o600)
+
+
+def test_wrong_credentials_stop_the_deploy_before_any_change(tmp_path):
+    inventory = labtopo.write_inventory(tmp_path / "hosts.yml")
+    data = yaml.safe_load(inventory.read_text())
+    data["all"]["hosts"][NODES[0]]["bluemind_ha_bmc"]["password"] = "not-the-password"
+    inventory.write_text(yaml.safe_dump(data))
+    report = labtopo.run_playbook("bluemind_ha.cluster.site", inventory)
+    assert report["rc"] != 0
+    assert all(report["stats"][n]["changed"] == 0 for n in NODES), report["stats"]
+    failures = {host: r.get("msg", "") for name, host, r in labtopo.task_results(report) if r["status"] == "failed"}
+    # node2 uses node1's controller: node2 is named, with node1's controller and the cause.
+    assert list(failures) == [NODES[1]], failures
+    message = failures[NODES[1]]
+    assert NODES[0] in message and "10.0.2.100:443" in message and "refused the credentials" in message
+    assert "not-the-password" not in json.dumps(report)
+
+
+def test_in_a_partition_the_active_node_wins():
+    active = holder()
+    passive = other(active)
+    # Active means VRRP master for longer than the takeover window (10 s).
+    labtopo.wait_for(lambda: float(labtopo.vm(active).check_output("cut -d' ' -f2 /run/bluemind-ha/vrrp-state"))
+                     < time.time() - 12, 30, f"{active} to be master for more than the takeover window")
+    passive_boot = boot_id(passive)
+
+    def call(node):
+        start = time.time()
+        try:
+            result = fence(node, "off")
+            return node, result.rc, time.time() - start
+        except RuntimeError:  # the SSH session died with the node
+            return node, None, time.time() - start
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        outcomes = {n: (rc, took) for n, rc, took in pool.map(call, [active, passive])}
+    assert outcomes[active][0] == 0, outcomes
+    assert host_power(passive) == "Off" and host_power(active) == "On", outcomes
+    # Bring the loser back and read its fencing log, which survives the power cut.
+    labtopo.labctl("power", LAB, passive, "on")
+    wait_back(passive, passive_boot)
+    log = labtopo.vm(passive).check_output("cat /var/log/bluemind-ha/fence.log")
+    assert "this node is passive" in log and f"waiting {DELAY} s before fencing" in log, log
+    active_log = labtopo.vm(active).check_output("tail -n 5 /var/log/bluemind-ha/fence.log")
+    assert "this node is active" in active_log, active_log
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    summary = {"active": active, "active_off_seconds": round(outcomes[active][1], 2), "passive_delay": DELAY,
+               "passive_log": [line for line in log.splitlines() if "waiting" in line][-1:]}
+    (RESULTS / "fencing-partition.json").write_text(json.dumps(summary))
+    # The active node fenced well within the passive node's delay.
+    assert outcomes[active][1] < DELAY, outcomes
+    assert holder() == active
