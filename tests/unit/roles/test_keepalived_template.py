@@ -1,0 +1,70 @@
+"""The keepalived configuration the role renders, for the cases the lab's
+scenario does not deploy (dual stack, authentication, multicast, preemption).
+The drbd scenario checks the IPv4 case with keepalived itself."""
+from pathlib import Path
+
+import pytest
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+
+TEMPLATE = Path(__file__).resolve().parents[3] / "roles" / "keepalived" / "templates" / "keepalived.conf.j2"
+V4 = {"address": "192.168.60.100", "prefix": 24, "family": "ipv4", "network": "192.168.60.0/24"}
+V6 = {"address": "fd00:60::100", "prefix": 64, "family": "ipv6", "network": "fd00:60::/64"}
+
+
+def render(vips, **overrides):
+    variables = {
+        "ansible_managed": "managed", "inventory_hostname": "node1", "ansible_play_hosts_all": ["node1", "node2"],
+        "bluemind_ha_interface": "eth1", "keepalived_script_user": "keepalived_script",
+        "keepalived_check_interval": 2, "keepalived_check_timeout": 10, "keepalived_check_fall": 2,
+        "keepalived_check_rise": 2, "keepalived_track_uplink": [], "keepalived_uplink_interval": 2,
+        "keepalived_uplink_fall": 3, "keepalived_uplink_rise": 2, "keepalived_preempt": False,
+        "keepalived_router_id": 51, "keepalived_router_id6": 52, "keepalived_effective_priority": 150,
+        "keepalived_advert_int": 1, "keepalived_unicast": True, "keepalived_garp_delay": 1,
+        "keepalived_garp_repeat": 3, "keepalived_garp_refresh": 60,
+        "preflight_pair": {"vips": vips, "addresses_by_family": {
+            "ipv4": {"node1": "192.168.60.11", "node2": "192.168.60.12"},
+            "ipv6": {"node1": "fd00:60::11", "node2": "fd00:60::12"}}},
+    }
+    variables.update(overrides)
+    # Ansible's own templating, as the template module renders the file.
+    return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(TEMPLATE.read_text()))
+
+
+def instance(text, name):
+    start = text.index(f"vrrp_instance {name} {{")
+    return text[start:text.index("\n}\n", start)]
+
+
+def test_ipv4_instance_is_unicast_backup_nopreempt():
+    text = render([V4])
+    block = instance(text, "BLUEMIND_V4")
+    assert "state BACKUP" in block and "nopreempt" in block and "priority 150" in block
+    assert "unicast_src_ip 192.168.60.11" in block and "        192.168.60.12\n" in block
+    assert "192.168.60.100/24 dev eth1" in block
+    assert 'notify "/etc/keepalived/bluemind-ha/vrrp notify" root' in block
+    assert "vrrp_sync_group" not in text and "authentication" not in block
+
+
+def test_dual_stack_has_a_v3_instance_and_a_sync_group_notified_once():
+    text = render([V4, V6], keepalived_auth_pass="secret")
+    v6 = instance(text, "BLUEMIND_V6")
+    assert "version 3" in v6 and "virtual_router_id 52" in v6
+    assert "unicast_src_ip fd00:60::11" in v6 and "fd00:60::12" in v6
+    assert "fd00:60::100/64 dev eth1" in v6
+    # VRRPv3 has no authentication; the IPv4 instance keeps it.
+    assert "authentication" not in v6 and "auth_pass secret" in instance(text, "BLUEMIND_V4")
+    assert "vrrp_sync_group BLUEMIND" in text and text.count('vrrp notify" root') == 1
+
+
+@pytest.mark.parametrize("overrides,present,absent", [
+    ({"keepalived_unicast": False}, [], ["unicast_src_ip", "unicast_peer"]),
+    ({"keepalived_preempt": True}, ["state BACKUP"], ["nopreempt"]),
+    ({"keepalived_track_uplink": ["192.168.60.1"]}, ["vrrp_script bluemind_ha_uplink", "bluemind_ha_uplink\n"], []),
+])
+def test_options(overrides, present, absent):
+    text = render([V4], **overrides)
+    for snippet in present:
+        assert snippet in text
+    for snippet in absent:
+        assert snippet not in text
