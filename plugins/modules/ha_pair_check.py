@@ -464,11 +464,10 @@ class PairCheck:
             kind = "network" if ip == net.network else "broadcast"
             self.add("vip_reserved", "pair",
                      f"the floating IP {ip} is the {kind} address of {net.cidr}; choose a host address")
-        for option in ("replication_addresses",):
-            for name, value in self.p[option].items():
-                if bare(value) == str(ip):
-                    self.add("vip_is_node_address", name,
-                             f"the floating IP {ip} is {name}'s replication address; choose another floating IP")
+        for name, value in self.p["replication_addresses"].items():
+            if bare(value) == str(ip):
+                self.add("vip_is_node_address", name,
+                         f"the floating IP {ip} is {name}'s replication address; choose another floating IP")
 
     def check_vip_in_use(self):
         vip_ips = self.vip_ips()

@@ -503,41 +503,40 @@ class Lab:
         log(f"lab {self.name}: all VMs reachable in {time.monotonic() - start:.1f} s")
         return times
 
-    def start_time_server(self) -> None:
-        """Serve the host's clock over NTP: the lab's stand-in for a site's NTP
-        servers, so that chrony on the guests reports a synchronised clock."""
+    def start_service(self, name: str, *args: str) -> bool:
+        """Start `labctl.py ARGS` detached as the lab's host-side service NAME,
+        unless it already runs; stop_services stops it with the lab. True
+        when it was started now."""
         services = self.dir / "services"
         services.mkdir(exist_ok=True)
-        pidfile = services / "time.pid"
+        pidfile = services / f"{name}.pid"
         if pidfile.exists():
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pidfile.read_text()), 0)
-                return
-        port = self.port(TIME_OFFSET)
-        with open(services / "time.log", "ab") as out:
-            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "serve-time", "--port", str(port)],
+                return False
+        with open(services / f"{name}.log", "ab") as out:
+            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args],
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
         pidfile.write_text(str(proc.pid))
+        return True
+
+    def start_time_server(self) -> None:
+        """Serve the host's clock over NTP: the lab's stand-in for a site's NTP
+        servers, so that chrony on the guests reports a synchronised clock."""
+        self.start_service("time", "serve-time", "--port", str(self.port(TIME_OFFSET)))
 
     def start_bmc_doubles(self) -> None:
         """The management controllers of the VMs (test doubles of a BMC's Redfish
         service): one HTTPS port per VM on the host, relayed into every guest."""
         services = self.dir / "services"
         services.mkdir(exist_ok=True)
-        pidfile = services / "bmc.pid"
-        if pidfile.exists():
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pidfile.read_text()), 0)
-                return
         cert, key = services / "bmc-cert.pem", services / "bmc-key.pem"
         if not cert.exists():
             subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365",
                             "-subj", "/CN=lab-bmc", "-keyout", str(key), "-out", str(cert)],
                            check=True, capture_output=True)
-        with open(services / "bmc.log", "ab") as out:
-            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "serve-bmc", "--lab", self.name],
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
-        pidfile.write_text(str(proc.pid))
+        if not self.start_service("bmc", "serve-bmc", "--lab", self.name):
+            return
         # Ready when every port accepts connections.
         deadline = time.monotonic() + 10
         ports = [self.port(BMC_OFFSET + i) for i in range(len(self.meta["vms"]))]
@@ -551,7 +550,7 @@ class Lab:
             if console.exists():
                 (LOGS / self.name).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(console, LOGS / self.name / f"{vm.name}-console.log")
-        stop_bmc_doubles(self)
+        stop_services(self)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- outputs
@@ -584,8 +583,8 @@ class Lab:
         return {"all": {"hosts": hosts, "children": groups}}
 
 
-def stop_bmc_doubles(lab: Lab) -> None:
-    """Stop the lab's host-side helpers (test doubles) recorded in services/*.pid."""
+def stop_services(lab: Lab) -> None:
+    """Stop the lab's host-side services (test doubles) recorded in services/*.pid."""
     for pidfile in (lab.dir / "services").glob("*.pid") if (lab.dir / "services").exists() else []:
         with contextlib.suppress(OSError, ValueError):
             os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
