@@ -181,7 +181,8 @@ def test_public_link_loss_moves_the_ip_and_it_does_not_come_back():
 
 def test_power_off_moves_the_ip_and_it_stays_after_the_reboot():
     times = []
-    for dummy in range(5):
+    # Three runs in CI; the benchmark makes more (LAB_FAILOVER_RUNS).
+    for dummy in range(int(os.environ.get("LAB_FAILOVER_RUNS", "3"))):
         holder = holders()[0]
         peer = other(holder)
         t0 = time.time()

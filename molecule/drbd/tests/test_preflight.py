@@ -85,11 +85,6 @@ def dhcp_address():
 
 
 @contextlib.contextmanager
-def vip_outside_subnet():
-    yield {"bluemind_ha_vip": "192.168.70.100/24"}
-
-
-@contextlib.contextmanager
 def vip_in_use():
     # A foreign host on the public segment: a macvlan with its own MAC in a
     # network namespace of node2, invisible to node2's own report. It takes an
@@ -120,13 +115,21 @@ def filesystem_on_disk():
         node1.check_output(f"wipefs -q -a {DISK}")
 
 
+@contextlib.contextmanager
+def three_breakages_at_once():
+    """Preflight lists every problem in one run, not the first one only."""
+    with contextlib.ExitStack() as stack:
+        extra_vars = {}
+        for breakage in (package_versions_differ, dhcp_address, filesystem_on_disk):
+            extra_vars.update(stack.enter_context(breakage()))
+        yield extra_vars
+
+
+# "floating IP outside the subnet" runs in test_keepalived, through the site playbook.
 BREAKAGES = [
-    ("package version changed on one node", package_versions_differ, [("package_mismatch", "pair")]),
-    ("DHCP address on node2", dhcp_address, [("dynamic_address", "node2")]),
-    ("floating IP outside the subnet", vip_outside_subnet,
-     [("vip_outside_subnet", "node1"), ("vip_outside_subnet", "node2")]),
+    ("package versions, DHCP address and a filesystem on the DRBD disk at once", three_breakages_at_once,
+     [("package_mismatch", "pair"), ("dynamic_address", "node2"), ("disk_in_use", "node1")]),
     ("floating IP already in use", vip_in_use, [("vip_in_use", "pair")]),
-    ("filesystem on the DRBD disk", filesystem_on_disk, [("disk_in_use", "node1")]),
 ]
 
 

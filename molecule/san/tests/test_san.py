@@ -1,0 +1,251 @@
+"""The san role on the lab's array (LIO, two portals, CHAP): after converge each
+node has one multipath map with a path per fabric, the filesystem exists once,
+both keys are registered and nobody holds the LUN. Then the LUN command is put
+through what the failover controller will ask of it: claim, takeover by
+preemption (the old holder can no longer write), safe mode on a foreign
+signature, and a fabric link cut under a running writer."""
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+import labtopo
+
+NODES = labtopo.members("bluemind_ha")
+VARS = labtopo.inventory_vars("bluemind_ha")
+PORTALS = VARS["bluemind_ha_san_portals"]
+WWID = VARS["bluemind_ha_san_wwid"]
+DEVICE = "/dev/mapper/bluemind"
+MOUNT = "/mnt/bluemind-test"
+RESULTS = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs"
+WRITER = r"""
+import os, sys, time
+path, stop, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+log = open("/var/tmp/writer.log", "w", buffering=1)
+seq, end = 0, time.time() + limit
+while not os.path.exists(stop) and time.time() < end:
+    seq += 1
+    t0 = time.time()
+    try:
+        os.write(fd, b"%08d\n" % seq)
+        os.fsync(fd)
+        log.write("%.3f %.3f %d ok\n" % (t0, time.time(), seq))
+    except OSError as exc:
+        log.write("%.3f %.3f %d err %d\n" % (t0, time.time(), seq, exc.errno))
+    time.sleep(0.05)
+"""
+
+
+def san(node: str, command: str, check: bool = True):
+    result = labtopo.vm(node).run(f"bluemind-ha-san {command}")
+    if check:
+        assert result.rc == 0, f"{node}: bluemind-ha-san {command}: exit {result.rc}: {result.stderr}"
+    return result
+
+
+def status(node: str) -> dict:
+    return json.loads(san(node, "status --json").stdout)
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_one_map_with_an_active_path_per_fabric(node):
+    info = status(node)
+    assert info["present"], info
+    assert info["active_paths"] == len(PORTALS) == 2, info["paths"]
+    host = labtopo.vm(node)
+    maps = host.check_output("multipathd show maps raw format '%n %w'").splitlines()
+    assert maps == [f"bluemind {WWID}"], f"{node}: multipath should hold the LUN only: {maps}"
+    # Local disks stay out of multipath.
+    assert "vda" not in host.check_output("multipathd show paths raw format '%d'")
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_iscsi_sessions_are_tuned_automatic_and_use_chap(node):
+    host = labtopo.vm(node)
+    sessions = host.check_output("iscsiadm -m session")
+    for portal in PORTALS:
+        assert f"{portal}:3260" in sessions, f"{node} has no session through {portal}"
+        record = host.check_output(f"iscsiadm -m node -T iqn.2026-11.test.lab:bluemind -p {portal}")
+        assert "node.startup = automatic" in record
+        assert "node.session.timeo.replacement_timeout = 5" in record
+        assert "node.session.auth.authmethod = CHAP" in record
+    for path in host.check_output("ls /sys/class/iscsi_session").split():
+        assert host.file(f"/sys/class/iscsi_session/{path}/recovery_tmo").content_string.strip() == "5"
+    assert host.service("open-iscsi").is_enabled and host.service("bluemind-ha-san-register").is_enabled
+    conf = host.file("/etc/bluemind-ha/san.json")
+    assert (conf.user, conf.mode) == ("root", 0o600)
+    # The CHAP secret is only in root-only places.
+    for path in host.check_output("grep -rl lab-chap-secret1 /etc /var/log /run 2>/dev/null || true").split():
+        assert host.file(path).mode & 0o077 == 0, f"{node}: {path} holds the CHAP secret and is not root-only"
+
+
+def test_the_filesystem_exists_once_and_is_not_in_fstab():
+    uuids = set()
+    for node in NODES:
+        host = labtopo.vm(node)
+        probe = dict(line.split("=", 1) for line in
+                     host.check_output(f"blkid -p -o export {DEVICE}").splitlines() if "=" in line)
+        assert (probe.get("TYPE"), probe.get("LABEL")) == ("ext4", "bluemind_ha"), f"{node}: {probe}"
+        uuids.add(probe["UUID"])
+        assert "bluemind" not in host.file("/etc/fstab").content_string
+        assert not status(node)["mounted_here"]
+    assert len(uuids) == 1
+
+
+def test_both_keys_are_registered_and_nobody_holds_the_lun():
+    for node in NODES:
+        info = status(node)
+        assert info["registered"] == sorted(NODES) and info["holder"] is None, info
+    keys = labtopo.vm(NODES[0]).check_output(f"mpathpersist -i -k {DEVICE}")
+    # One registration per path of each node.
+    assert len([k for k in keys.splitlines() if k.strip().startswith("0x")]) == 2 * len(NODES), keys
+
+
+def test_a_bad_multipath_file_is_refused_before_it_is_installed():
+    host = labtopo.vm(NODES[0])
+    host.check_output("sed 's/polling_interval/polling_intervl/' /etc/multipath/conf.d/bluemind-ha.conf"
+                      " > /tmp/bad-multipath.conf")
+    bad = host.run("bluemind-ha-san config-test /tmp/bad-multipath.conf")
+    assert bad.rc == 2 and "polling_intervl" in bad.stderr, bad.stderr
+    good = host.run("bluemind-ha-san config-test /etc/multipath/conf.d/bluemind-ha.conf")
+    assert good.rc == 0, good.stderr
+
+
+def test_bad_san_variables_are_refused_before_any_change(tmp_path):
+    inventory = labtopo.write_inventory(tmp_path / "hosts.yml")
+    report = labtopo.run_playbook("bluemind_ha.cluster.site", inventory,
+                                  {"san_reservation_key": "0x42", "san_chap_password": "tooshort-9",
+                                   "bluemind_ha_san_portals": ["10.60.1.10", "10.60.1.10"]})
+    assert report["rc"] != 0
+    assert all(report["stats"][n]["changed"] == 0 for n in NODES), report["stats"]
+    failures = [str(r.get("msg", "")) for name, host, r in labtopo.task_results(report) if r["status"] == "failed"]
+    # Every problem at once, each with its variable, for each node.
+    for node in NODES:
+        mine = [m for m in failures if m.startswith(f"{node}:")]
+        assert mine, failures
+        for variable in ("san_reservation_key is the same", "san_chap_password", "bluemind_ha_san_portals"):
+            assert variable in mine[0], mine[0]
+    assert "tooshort-9" not in json.dumps(report), "the CHAP secret reached the output"
+    assert not any("Install multipath" in name for name, host, r in labtopo.task_results(report))
+
+
+def filesystem_play(tmp_path: Path) -> Path:
+    play = tmp_path / "filesystem.yml"
+    play.write_text(
+        "- name: The san role's filesystem step alone\n  hosts: bluemind_ha\n  gather_facts: false\n"
+        "  tasks:\n    - name: Create the filesystem on a blank LUN\n      ansible.builtin.include_role:\n"
+        "        name: bluemind_ha.cluster.san\n        tasks_from: filesystem\n")
+    return play
+
+
+def test_a_foreign_signature_is_refused_in_safe_mode(tmp_path):
+    inventory = labtopo.write_inventory(tmp_path / "hosts.yml")
+    play = filesystem_play(tmp_path)
+    node1 = labtopo.vm(NODES[0])
+    node1.check_output(f"wipefs -q -a {DEVICE} && mkfs.ext4 -q -L olddata {DEVICE}")
+    refused = labtopo.run_playbook(str(play), inventory)
+    assert refused["rc"] != 0
+    messages = [str(r.get("msg", "")) for name, host, r in labtopo.task_results(refused) if r["status"] == "failed"]
+    assert any(DEVICE in m and "ext4 labelled olddata" in m and "san_overwrite_signatures" in m for m in messages), \
+        messages
+    assert "LABEL=olddata" in node1.check_output(f"blkid -p -o export {DEVICE}"), "safe mode touched the LUN"
+    allowed = labtopo.run_playbook(str(play), inventory, {"san_overwrite_signatures": True})
+    assert allowed["rc"] == 0 and allowed["stats"][NODES[0]]["changed"] == 1, allowed["stats"]
+    uuid = node1.check_output(f"blkid -p -s UUID -o value {DEVICE}")
+    again = labtopo.run_playbook(str(play), inventory)
+    assert again["rc"] == 0 and all(again["stats"][n]["changed"] == 0 for n in NODES), again["stats"]
+    assert node1.check_output(f"blkid -p -s UUID -o value {DEVICE}") == uuid, "the second run formatted again"
+
+
+def test_takeover_preempts_and_the_old_holder_can_no_longer_write():
+    (n1, n2) = NODES
+    first, second = labtopo.vm(n1), labtopo.vm(n2)
+    assert json.loads(san(n1, "claim").stdout)["how"] == "reserved"
+    assert san(n1, "holder").stdout.strip() == n1
+    marker = first.check_output("cat /proc/sys/kernel/random/uuid")
+    first.check_output(f"mkdir -p {MOUNT} && mount {DEVICE} {MOUNT} && echo {marker} > {MOUNT}/marker && sync")
+    # Mounted and holding: releasing is refused.
+    assert san(n1, "release", check=False).rc == 6
+
+    start = time.monotonic()
+    claim = json.loads(san(n2, "claim").stdout)
+    claimed = time.monotonic() - start
+    second.check_output(f"mkdir -p {MOUNT} && mount {DEVICE} {MOUNT}")
+    mounted = time.monotonic() - start
+    assert claim["how"] == f"preempted {n1}"
+    assert second.check_output(f"cat {MOUNT}/marker") == marker
+    assert san(n1, "holder").stdout.strip() == n2
+
+    # The node that lost the LUN still has it mounted and believes it is active:
+    # its writes, raw or through the filesystem, are refused by the array.
+    raw = first.run(f"dd if=/dev/zero of={DEVICE} bs=4096 count=1 seek=4096 oflag=direct")
+    assert raw.rc != 0, "the preempted node could still write to the LUN"
+    assert "nexus" in first.check_output("dmesg | tail -20").lower()
+    fs_write = first.run(f"echo late > {MOUNT}/late && sync -f {MOUNT}/late")
+    assert fs_write.rc != 0, "the preempted node's filesystem write reached the LUN"
+    # Registering again is refused while it still has the filesystem mounted.
+    assert san(n1, "register", check=False).rc == 6
+    first.run(f"umount {MOUNT} || umount -l {MOUNT}")
+    assert json.loads(san(n1, "register").stdout)["changed"] is True
+    assert status(n1)["registered"] == sorted(NODES)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = {"claim_s": round(claimed, 2), "claim_and_mount_s": round(mounted, 2)}
+    (RESULTS / "san-takeover.json").write_text(json.dumps(result))
+    print(f"takeover by preemption: {result}")
+
+
+def test_a_fabric_link_cut_under_a_writer_causes_no_io_error():
+    """node2 holds the LUN (previous test). Cut its first fabric while a writer
+    fsyncs a record every 50 ms, restore it, and check every record."""
+    n2 = NODES[1]
+    host = labtopo.vm(n2)
+    assert status(n2)["held_here"], "the previous test should leave node2 holding the LUN"
+    host.check_output(f"mountpoint -q {MOUNT} || mount {DEVICE} {MOUNT}")
+    host.check_output(f"rm -f {MOUNT}/writes /var/tmp/writer.stop /var/tmp/writer.log")
+    host.check_output(f"cat > /var/tmp/writer.py <<'EOF'\n{WRITER}\nEOF")
+    host.check_output(f"nohup python3 /var/tmp/writer.py {MOUNT}/writes /var/tmp/writer.stop 300"
+                      " >/dev/null 2>&1 &")
+    labtopo.wait_for(lambda: host.run("test -s /var/tmp/writer.log").rc == 0, 30, "the writer to start")
+    try:
+        labtopo.wait_for(lambda: host.run("test $(wc -l < /var/tmp/writer.log) -gt 20").rc == 0, 30,
+                         "a baseline of writes before the fault")
+        cut = time.time()
+        labtopo.labctl("link", labtopo.lab_name(), n2, "fabric_a", "off")
+        labtopo.wait_for(lambda: status(n2)["active_paths"] == 1, 60, "multipath to fail the cut path")
+        failed = time.time()
+        labtopo.wait_for(lambda: host.run("test $(wc -l < /var/tmp/writer.log) -gt 40").rc == 0, 60,
+                         "writes through the remaining path")
+    finally:
+        labtopo.labctl("link", labtopo.lab_name(), n2, "fabric_a", "on")
+    restored = time.time()
+    labtopo.wait_for(lambda: status(n2)["active_paths"] == 2, 120, "the restored path to be active again")
+    reinstated = time.time()
+    lines_before = int(host.check_output("wc -l < /var/tmp/writer.log"))
+    labtopo.wait_for(lambda: int(host.check_output("wc -l < /var/tmp/writer.log")) > lines_before + 40, 60,
+                     "writes through both paths again")
+    host.check_output("touch /var/tmp/writer.stop")
+    labtopo.wait_for(lambda: host.run("pgrep -f /var/tmp/writer.py").rc != 0, 30, "the writer to stop")
+    log = [line.split() for line in host.check_output("cat /var/tmp/writer.log").splitlines()]
+    errors = [entry for entry in log if entry[3] != "ok"]
+    assert not errors, f"the writer saw I/O errors: {errors[:5]}"
+    written = host.check_output(f"cat {MOUNT}/writes").split()
+    assert [int(s) for s in written] == list(range(1, len(log) + 1)), "records are missing or out of order"
+    durations = [float(e[1]) - float(e[0]) for e in log]
+    gaps = [float(b[1]) - float(a[1]) for a, b in zip(log, log[1:])]
+    result = {"writes": len(log), "longest_write_s": round(max(durations), 2),
+              "longest_gap_between_writes_s": round(max(gaps), 2),
+              "median_write_s": round(statistics.median(durations), 3),
+              "path_failed_after_s": round(failed - cut, 1), "path_back_after_s": round(reinstated - restored, 1)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "san-path-loss.json").write_text(json.dumps(result))
+    print(f"fabric link cut under a writer: {result}")
+    # Both paths carry node2's key again: multipathd registers a reinstated path.
+    keys = host.check_output(f"mpathpersist -i -k {DEVICE}")
+    assert len([k for k in keys.splitlines() if k.strip().startswith("0x")]) >= 2, keys
+    host.check_output(f"umount {MOUNT}")
+    assert json.loads(san(n2, "release").stdout)["changed"] is True
+    assert san(n2, "holder").stdout.strip() == "none"

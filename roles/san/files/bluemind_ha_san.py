@@ -1,0 +1,574 @@
+# Copyright: contributors to bluemind_ha.cluster
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""bluemind-ha-san - the shared LUN of a BlueMind HA pair: iSCSI paths,
+multipath map, filesystem and SCSI-3 persistent reservations.
+
+usage: bluemind-ha-san [--config FILE] COMMAND [options]
+
+Commands the failover controller and the operators use:
+  claim     take the LUN for this node: register this node's key if needed,
+            then reserve (Write Exclusive - Registrants Only), or preempt the
+            other node's key when it holds the reservation. The node that lost
+            the reservation can no longer write to the LUN. Idempotent.
+  release   give up the reservation held by this node (refused while the
+            filesystem is mounted here). The key stays registered.
+  register  register this node's key on every path (unfencing a node that
+            rejoins). Refused while the filesystem is mounted here without
+            the reservation: that is a fenced node that still believes it
+            is active.
+  holder    print the node that holds the reservation, or "none"
+  status    the map, its paths, the registered keys, the holder and the
+            mounts; --json for a machine-readable form
+
+Commands the role uses (they print JSON with "changed"):
+  login        iSCSI only: discover the configured portals, set the session
+               timeouts for multipath, log in to every portal (one session
+               per portal) and make the logins automatic at boot
+  map          make sure the multipath map of the LUN exists (reconfigure
+               multipathd when its configuration is stale, never flush a
+               map), then wait until it has --paths N active paths
+  mkfs         create the filesystem when the LUN is blank; refuse a LUN
+               carrying any other signature unless --overwrite. --check
+               reports what would be done
+  config-test  FILE: check a multipath configuration file with multipath's
+               own parser before it is installed
+
+Exit codes:
+  0  done (or nothing to do)
+  1  a command failed
+  2  usage or configuration error
+  3  the LUN's multipath map is missing or has no usable path
+  4  reservation conflict: another node took the LUN during the call
+  5  timeout waiting for paths
+  6  busy: the filesystem is mounted on this node
+  7  the LUN carries a foreign signature (safe mode)
+
+Every state change goes to the journal (identifier bluemind-ha-san) with its
+duration.
+"""
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import syslog
+import tempfile
+import time
+
+CONFIG = "/etc/bluemind-ha/san.json"
+LOCK = "/run/bluemind-ha/san.lock"
+OK, FAILED, USAGE, NO_DEVICE, CONFLICT, TIMEOUT, BUSY, FOREIGN = 0, 1, 2, 3, 4, 5, 6, 7
+PR_TYPE = "5"  # Write Exclusive - Registrants Only
+COMMANDS = ("claim", "release", "register", "holder", "status", "login", "map", "mkfs", "config-test")
+
+
+class SanError(Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+def log(message):
+    syslog.syslog(syslog.LOG_NOTICE, message)
+    sys.stderr.write(message + "\n")
+
+
+def run(argv, check=True, stdin=None):
+    """Run a command; its stdout. A failure raises SanError naming the command."""
+    try:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise SanError(FAILED, f"{argv[0]} did not finish within 120 s") from exc
+    except OSError as exc:
+        raise SanError(FAILED, f"cannot run {argv[0]}: {exc}") from exc
+    if check and proc.returncode != 0:
+        raise SanError(FAILED, f"{' '.join(argv[:4])} failed (exit {proc.returncode}): "
+                               f"{(proc.stderr or proc.stdout).strip()[-300:]}")
+    return proc
+
+
+def key_int(text):
+    return int(str(text), 16)
+
+
+# ---------------------------------------------------------------- parsing
+
+def parse_keys(text):
+    """Registered keys from `mpathpersist -i -k` (one line per I_T nexus)."""
+    keys = []
+    for line in text.splitlines():
+        match = re.fullmatch(r"\s*(0x[0-9a-fA-F]+)\s*", line)
+        if match:
+            keys.append(key_int(match.group(1)))
+    return keys
+
+
+def parse_reservation(text):
+    """(key, type) of the reservation from `mpathpersist -i -r`, or None."""
+    if re.search(r"NO reservation held", text):
+        return None
+    key = re.search(r"Key\s*=\s*(0x[0-9a-fA-F]+)", text)
+    kind = re.search(r"type\s*=\s*([^\n]+)", text)
+    if not key:
+        raise SanError(FAILED, f"cannot read the reservation: {text.strip()[:200]}")
+    return key_int(key.group(1)), (kind.group(1).strip() if kind else "unknown")
+
+
+def parse_paths(text, alias):
+    """Paths of the map from `multipathd show paths raw format "%m %d %t %T %o"`."""
+    paths = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[0] == alias:
+            paths.append({"device": fields[1], "dm_state": fields[2], "checker": fields[3], "state": fields[4]})
+    return paths
+
+
+def parse_iscsiadm_records(text):
+    """(portal, target) pairs from `iscsiadm -m node` or `-m session`."""
+    records = []
+    for line in text.splitlines():
+        match = re.search(r"(\[?[0-9A-Fa-f.:]+\]?):(\d+),\d+\s+(\S+)", line)
+        if match:
+            records.append((match.group(1).strip("[]"), match.group(3)))
+    return records
+
+
+def parse_settings(text):
+    settings = {}
+    for line in text.splitlines():
+        if " = " in line:
+            name, value = line.split(" = ", 1)
+            settings[name.strip()] = value.strip()
+    return settings
+
+
+def mounted_devices(mountinfo):
+    """(major, minor) of every mounted block device, from /proc/self/mountinfo."""
+    devices = set()
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 2 and ":" in fields[2]:
+            major, minor = fields[2].split(":")
+            devices.add((int(major), int(minor)))
+    return devices
+
+
+# ---------------------------------------------------------------- state
+
+class Lun:
+    def __init__(self, conf):
+        self.conf = conf
+        self.device = conf["device"]
+        self.key = key_int(conf["key"])
+        self.names = {key_int(k): n for n, k in conf["keys"].items()}
+
+    def name(self, key):
+        return self.names.get(key, f"unknown key 0x{key:x}")
+
+    def present(self):
+        return os.path.exists(self.device)
+
+    def require(self):
+        if not self.present():
+            raise SanError(NO_DEVICE, f"{self.device} does not exist: the LUN's multipath map is missing "
+                                      "(check `multipath -ll` and the paths)")
+
+    def keys(self):
+        return parse_keys(run(["mpathpersist", "--in", "--read-keys", self.device]).stdout)
+
+    def reservation(self):
+        return parse_reservation(run(["mpathpersist", "--in", "--read-reservation", self.device]).stdout)
+
+    def mounted(self):
+        if not self.present():
+            return False
+        rdev = os.stat(self.device).st_rdev
+        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+            return (os.major(rdev), os.minor(rdev)) in mounted_devices(handle.read())
+
+    def prout(self, *args):
+        return run(["mpathpersist", "--out", *args, self.device], check=False)
+
+    def paths(self):
+        out = run(["multipathd", "show", "paths", "raw", "format", "%m %d %t %T %o"], check=False).stdout
+        return parse_paths(out, self.conf["alias"])
+
+
+def do_register(lun):
+    lun.require()
+    if lun.key in lun.keys():
+        return False
+    holder = lun.reservation()
+    if lun.mounted() and (holder is None or holder[0] != lun.key):
+        raise SanError(BUSY, f"the filesystem of {lun.device} is mounted on this node, which is not registered: "
+                             "this node was fenced. Unmount it (stop BlueMind) before registering again")
+    lun.prout("--register-ignore", f"--param-sark=0x{lun.key:x}")
+    if lun.key not in lun.keys():
+        raise SanError(FAILED, f"registering key 0x{lun.key:x} on {lun.device} failed")
+    log(f"register: key 0x{lun.key:x} of {lun.conf['node']} registered on {lun.device}")
+    return True
+
+
+def do_claim(lun):
+    lun.require()
+    start = time.monotonic()
+    changed = do_register(lun) if not lun.mounted() else False
+    keys = lun.keys()
+    if lun.key not in keys:
+        raise SanError(CONFLICT, f"this node's key 0x{lun.key:x} is not registered on {lun.device} "
+                                 "(fenced while mounted): unmount, then claim again")
+    holder = lun.reservation()
+    if holder and holder[0] == lun.key:
+        return changed, "already held"
+    if holder is None:
+        lun.prout("--reserve", f"--param-rk=0x{lun.key:x}", f"--prout-type={PR_TYPE}")
+        how = "reserved"
+    else:
+        lun.prout("--preempt", f"--param-rk=0x{lun.key:x}", f"--param-sark=0x{holder[0]:x}",
+                  f"--prout-type={PR_TYPE}")
+        how = f"preempted {lun.name(holder[0])}"
+    after = lun.reservation()
+    if not after or after[0] != lun.key:
+        who = lun.name(after[0]) if after else "nobody"
+        raise SanError(CONFLICT, f"claim of {lun.device} failed: the reservation is held by {who}")
+    log(f"claim: {lun.conf['node']} {how} {lun.device} in {time.monotonic() - start:.2f} s")
+    return True, how
+
+
+def do_release(lun):
+    lun.require()
+    holder = lun.reservation()
+    if not holder or holder[0] != lun.key:
+        return False
+    if lun.mounted():
+        raise SanError(BUSY, f"the filesystem of {lun.device} is still mounted on this node: unmount it first")
+    lun.prout("--release", f"--param-rk=0x{lun.key:x}", f"--prout-type={PR_TYPE}")
+    after = lun.reservation()
+    if after and after[0] == lun.key:
+        raise SanError(FAILED, f"release of {lun.device} failed")
+    log(f"release: {lun.conf['node']} released {lun.device}")
+    return True
+
+
+def status(lun):
+    info = {"node": lun.conf["node"], "device": lun.device, "present": lun.present(), "paths": lun.paths(),
+            "registered": [], "holder": None, "registered_here": False, "held_here": False, "mounted_here": False}
+    if info["present"]:
+        keys = lun.keys()
+        info["registered"] = sorted({lun.name(k) for k in keys})
+        holder = lun.reservation()
+        info["holder"] = lun.name(holder[0]) if holder else None
+        info["reservation_type"] = holder[1] if holder else None
+        info["registered_here"] = lun.key in keys
+        info["held_here"] = bool(holder) and holder[0] == lun.key
+        info["mounted_here"] = lun.mounted()
+    info["active_paths"] = sum(1 for p in info["paths"] if p["dm_state"] == "active" and p["checker"] == "ready")
+    return info
+
+
+# ---------------------------------------------------------------- iSCSI
+
+ISCSI_SETTINGS = {
+    "node.startup": "automatic",
+    "node.conn[0].startup": "automatic",
+}
+
+
+def wanted_settings(iscsi):
+    wanted = dict(ISCSI_SETTINGS)
+    wanted["node.session.timeo.replacement_timeout"] = str(iscsi["replacement_timeout"])
+    wanted["node.conn[0].timeo.noop_out_interval"] = str(iscsi["noop_interval"])
+    wanted["node.conn[0].timeo.noop_out_timeout"] = str(iscsi["noop_timeout"])
+    chap = iscsi.get("chap") or {}
+    if chap.get("username"):
+        wanted["node.session.auth.authmethod"] = "CHAP"
+        wanted["node.session.auth.username"] = chap["username"]
+        wanted["node.session.auth.password"] = chap["password"]
+        if chap.get("username_in"):
+            wanted["node.session.auth.username_in"] = chap["username_in"]
+            wanted["node.session.auth.password_in"] = chap["password_in"]
+    else:
+        wanted["node.session.auth.authmethod"] = "None"
+    return wanted
+
+
+def iscsi_discover(portal, port, chap):
+    target = f"{portal}:{port}"
+    if chap.get("username") and chap.get("discovery", True):
+        run(["iscsiadm", "-m", "discoverydb", "-t", "sendtargets", "-p", target, "-o", "new"], check=False)
+        for name, value in (("discovery.sendtargets.auth.authmethod", "CHAP"),
+                            ("discovery.sendtargets.auth.username", chap["username"]),
+                            ("discovery.sendtargets.auth.password", chap["password"])):
+            run(["iscsiadm", "-m", "discoverydb", "-t", "sendtargets", "-p", target, "-o", "update",
+                 "-n", name, "-v", value])
+        run(["iscsiadm", "-m", "discoverydb", "-t", "sendtargets", "-p", target, "--discover"])
+    else:
+        run(["iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", target])
+
+
+def do_login(conf):
+    iscsi = conf.get("iscsi") or {}
+    portals = iscsi.get("portals") or []
+    if not portals:
+        return {"changed": False, "sessions": []}
+    port = iscsi.get("port", 3260)
+    chap = iscsi.get("chap") or {}
+    changed = False
+    records = parse_iscsiadm_records(run(["iscsiadm", "-m", "node"], check=False).stdout)
+    for portal in portals:
+        if not any(p == portal for p, t in records):
+            iscsi_discover(portal, port, chap)
+            changed = True
+    records = parse_iscsiadm_records(run(["iscsiadm", "-m", "node"], check=False).stdout)
+    wanted = wanted_settings(iscsi)
+    for portal, target in records:
+        record = ["iscsiadm", "-m", "node", "-T", target, "-p", f"{portal}:{port}"]
+        current = parse_settings(run(record + ["-S"]).stdout)
+        goal = wanted if portal in portals else {"node.startup": "manual", "node.conn[0].startup": "manual"}
+        for name, value in goal.items():
+            if current.get(name) != value:
+                run(record + ["-o", "update", "-n", name, "-v", value])
+                changed = True
+    sessions = parse_iscsiadm_records(run(["iscsiadm", "-m", "session"], check=False).stdout)
+    for portal, target in records:
+        if portal in portals and (portal, target) not in sessions:
+            run(["iscsiadm", "-m", "node", "-T", target, "-p", f"{portal}:{port}", "--login"])
+            log(f"login: session to {target} through {portal} opened")
+            changed = True
+    # A running session keeps its recovery timeout until the next login: set it live.
+    for entry in os.listdir("/sys/class/iscsi_session") if os.path.isdir("/sys/class/iscsi_session") else []:
+        path = f"/sys/class/iscsi_session/{entry}/recovery_tmo"
+        try:
+            with open(path, encoding="utf-8") as handle:
+                if handle.read().strip() != str(iscsi["replacement_timeout"]):
+                    with open(path, "w", encoding="utf-8") as out:
+                        out.write(str(iscsi["replacement_timeout"]))
+                    changed = True
+        except OSError:
+            continue
+    sessions = parse_iscsiadm_records(run(["iscsiadm", "-m", "session"], check=False).stdout)
+    missing = [p for p in portals if not any(sp == p for sp, t in sessions)]
+    if missing:
+        raise SanError(FAILED, f"no iSCSI session through portal(s) {', '.join(missing)} after login: "
+                               "check the portal addresses, the fabric links and the CHAP credentials")
+    with open("/etc/iscsi/initiatorname.iscsi", encoding="utf-8") as handle:
+        initiator = [line.split("=", 1)[1].strip() for line in handle if line.startswith("InitiatorName=")]
+    return {"changed": changed, "sessions": sorted({p for p, t in sessions}),
+            "initiator": initiator[0] if initiator else ""}
+
+
+# ---------------------------------------------------------------- multipath
+
+def config_problems(text):
+    """multipath's complaints about its configuration, from its stderr."""
+    words = ("invalid", "error", "unknown", "missing", "unmatched", "ignoring")
+    return [line.strip() for line in text.splitlines() if any(w in line.lower() for w in words)]
+
+
+def do_config_test(path):
+    """Parse FILE as /etc/multipath/conf.d's only drop-in, in a private mount
+    namespace, so the live configuration is not touched."""
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copy(path, os.path.join(scratch, "bluemind-ha.conf"))
+        proc = run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    'mount --bind "$1" /etc/multipath/conf.d && exec multipath -t', "sh", scratch], check=False)
+    problems = config_problems(proc.stderr)
+    if proc.returncode != 0 or problems:
+        raise SanError(USAGE, f"multipath rejects {path}: {'; '.join(problems) or proc.stderr.strip()}")
+    return {"changed": False}
+
+
+def map_is_current(conf):
+    """Whether multipathd runs our map under its alias with our key."""
+    maps = run(["multipathd", "show", "maps", "raw", "format", "%n %w"], check=False).stdout.split("\n")
+    if f"{conf['alias']} {conf['wwid']}" not in [m.strip() for m in maps]:
+        return False
+    prkey = run(["multipathd", "getprkey", "map", conf["alias"]], check=False).stdout.strip()
+    try:
+        return key_int(prkey) == key_int(conf["key"])
+    except ValueError:
+        return False
+
+
+def do_map(conf, want_paths, timeout):
+    lun = Lun(conf)
+    changed = False
+    wwids = ""
+    if os.path.exists("/etc/multipath/wwids"):
+        with open("/etc/multipath/wwids", encoding="utf-8") as handle:
+            wwids = handle.read()
+    if f"/{conf['wwid']}/" not in wwids:
+        run(["multipath", "-a", conf["wwid"]])
+        changed = True
+    if changed or not map_is_current(conf):
+        run(["multipathd", "reconfigure"])
+        log(f"map: multipathd reconfigured for {conf['alias']} ({conf['wwid']})")
+        changed = True
+    deadline = time.monotonic() + timeout
+    while True:
+        info = status(lun) if lun.present() else {"active_paths": 0, "paths": []}
+        if info["active_paths"] >= want_paths:
+            return {"changed": changed, "device": lun.device, "paths": info["paths"]}
+        if time.monotonic() > deadline:
+            raise SanError(TIMEOUT, f"{lun.device} has {info['active_paths']} active path(s) of the {want_paths} "
+                                    f"expected after {timeout} s: {info['paths']}")
+        time.sleep(1)
+
+
+# ---------------------------------------------------------------- filesystem
+
+def signatures(device):
+    """Every signature on the device: wipefs lists them without erasing,
+    blkid's low-level probe adds what wipefs does not name."""
+    found = []
+    wipefs = run(["wipefs", "--json", device], check=False)
+    if wipefs.returncode == 0 and wipefs.stdout.strip():
+        for sig in json.loads(wipefs.stdout).get("signatures", []):
+            found.append({"type": sig.get("type"), "label": sig.get("label"), "offset": sig.get("offset")})
+    probe = run(["blkid", "-p", "-o", "export", device], check=False)
+    if probe.returncode == 0:
+        values = dict(line.split("=", 1) for line in probe.stdout.splitlines() if "=" in line)
+        kind = values.get("TYPE") or values.get("PTTYPE")
+        if kind and not any(s["type"] == kind for s in found):
+            found.append({"type": kind, "label": values.get("LABEL"), "offset": None})
+    return found
+
+
+def do_mkfs(conf, fstype, label, overwrite, check, options):
+    lun = Lun(conf)
+    lun.require()
+    found = signatures(lun.device)
+    if len(found) == 1 and found[0]["type"] == fstype and found[0]["label"] == label:
+        return {"changed": False, "filesystem": fstype, "label": label}
+    if found and not overwrite:
+        names = ", ".join(f"{s['type']}" + (f" labelled {s['label']}" if s.get("label") else "") for s in found)
+        raise SanError(FOREIGN, f"{lun.device} (WWID {conf['wwid']}) carries {names}, not the {fstype} "
+                                f"filesystem labelled {label} this collection creates. Safe mode refuses to "
+                                "format it. If that data is not needed, set san_overwrite_signatures: true")
+    if check:
+        return {"changed": True, "would": "wipe and format" if found else "format"}
+    if lun.mounted():
+        raise SanError(BUSY, f"{lun.device} is mounted on this node")
+    start = time.monotonic()
+    if found:
+        run(["wipefs", "--all", lun.device])
+    argv = {"ext4": ["mkfs.ext4", "-q", "-L", label, "-E", "nodiscard"],
+            "xfs": ["mkfs.xfs", "-q", "-L", label, "-K"]}[fstype]
+    run(argv + list(options) + [lun.device])
+    log(f"mkfs: {fstype} labelled {label} created on {lun.device} in {time.monotonic() - start:.1f} s"
+        + (f" (wiped: {', '.join(s['type'] for s in found)})" if found else ""))
+    return {"changed": True, "filesystem": fstype, "label": label, "wiped": [s["type"] for s in found]}
+
+
+# ---------------------------------------------------------------- main
+
+def load(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            conf = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise SanError(USAGE, f"cannot read {path}: {exc}") from exc
+    missing = [k for k in ("node", "alias", "wwid", "key", "keys") if k not in conf]
+    if missing:
+        raise SanError(USAGE, f"{path} lacks {', '.join(missing)}")
+    conf.setdefault("device", f"/dev/mapper/{conf['alias']}")
+    return conf
+
+
+def option(args, name, default=None):
+    if name in args:
+        index = args.index(name)
+        if index + 1 >= len(args):
+            raise SanError(USAGE, f"{name} needs a value")
+        value = args[index + 1]
+        del args[index:index + 2]
+        return value
+    return default
+
+
+def flag(args, name):
+    if name in args:
+        args.remove(name)
+        return True
+    return False
+
+
+def locked(func, *args):
+    os.makedirs(os.path.dirname(LOCK), exist_ok=True)
+    with open(LOCK, "w", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return func(*args)
+
+
+def dispatch(conf, command, args):
+    lun = Lun(conf)
+    if command == "claim":
+        changed, how = locked(do_claim, lun)
+        print(json.dumps({"changed": changed, "holder": conf["node"], "how": how}))
+    elif command == "release":
+        print(json.dumps({"changed": locked(do_release, lun)}))
+    elif command == "register":
+        print(json.dumps({"changed": locked(do_register, lun)}))
+    elif command == "holder":
+        lun.require()
+        holder = lun.reservation()
+        print(lun.name(holder[0]) if holder else "none")
+    elif command == "status":
+        info = status(lun)
+        if flag(args, "--json"):
+            print(json.dumps(info, indent=2))
+        else:
+            print(f"LUN {conf['wwid']} as {lun.device}: {'present' if info['present'] else 'MISSING'}")
+            for path in info["paths"]:
+                print(f"  path {path['device']}: {path['dm_state']} {path['checker']} {path['state']}")
+            print(f"registered: {', '.join(info['registered']) or 'nobody'}")
+            print(f"holder: {info['holder'] or 'none'}" + (" (this node)" if info["held_here"] else ""))
+            print(f"mounted here: {'yes' if info['mounted_here'] else 'no'}")
+    elif command == "login":
+        print(json.dumps(locked(do_login, conf)))
+    elif command == "map":
+        want = int(option(args, "--paths", "1"))
+        timeout = int(option(args, "--timeout", "60"))
+        print(json.dumps(locked(do_map, conf, want, timeout)))
+    elif command == "mkfs":
+        fstype = option(args, "--fstype", "ext4")
+        label = option(args, "--label", "bluemind_ha")
+        overwrite = flag(args, "--overwrite")
+        check = flag(args, "--check")
+        if fstype not in ("ext4", "xfs"):
+            raise SanError(USAGE, f"--fstype {fstype}: ext4 or xfs")
+        print(json.dumps(locked(do_mkfs, conf, fstype, label, overwrite, check, args)))
+    return OK
+
+
+def main(argv):
+    syslog.openlog("bluemind-ha-san", syslog.LOG_PID, syslog.LOG_DAEMON)
+    args = list(argv)
+    if "--help" in args or "-h" in args:
+        print(__doc__)
+        return OK
+    path = CONFIG
+    if len(args) >= 2 and args[0] == "--config":
+        path = args[1]
+        args = args[2:]
+    if not args or args[0] not in COMMANDS:
+        sys.stderr.write(f"usage: bluemind-ha-san [--config FILE] {'|'.join(COMMANDS)} (--help for more)\n")
+        return USAGE
+    command = args.pop(0)
+    try:
+        if command == "config-test":
+            if len(args) != 1:
+                raise SanError(USAGE, "config-test needs one FILE")
+            print(json.dumps(do_config_test(args[0])))
+            return OK
+        return dispatch(load(path), command, args)
+    except SanError as exc:
+        log(f"{command}: failed (exit {exc.code}): {exc}")
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,219 @@
+"""The LUN command's decisions, without a SAN: its parsers on outputs recorded
+in the lab (multipath-tools 0.9.4, open-iscsi 2.1.8, LIO), and claim, release
+and register against FakeArray, a test double that answers mpathpersist the way
+a SCSI-3 target does (registrations per key, one Write Exclusive - Registrants
+Only reservation, preempt removes the preempted key). The lab's san scenario
+runs the command against a real LIO target."""
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).resolve().parents[3] / "roles" / "san" / "files" / "bluemind_ha_san.py"
+
+READ_KEYS = """  PR generation=0x4, \t4 registered reservation keys follow:
+    0x1111
+    0x1111
+    0x2222
+    0x2222
+"""
+NO_RESERVATION = "  PR generation=0x2, there is NO reservation held \n"
+RESERVATION = """  PR generation=0xb, Reservation follows:
+   Key = 0x2222
+  scope = LU_SCOPE, type = Write Exclusive, registrants only
+"""
+PATHS = "bluemind sda active ready running\nbluemind sdb failed faulty offline\nother sdc active ready running\n"
+NODES = "10.60.1.10:3260,1 iqn.2026-11.test.lab:bluemind\n[fd00::10]:3260,1 iqn.2026-11.test.lab:bluemind\n"
+SESSIONS = "tcp: [1] 10.60.1.10:3260,1 iqn.2026-11.test.lab:bluemind (non-flash)\n"
+MOUNTINFO = "22 27 0:20 / /sys rw - sysfs sysfs rw\n95 27 254:0 / /srv/bluemind rw - ext4 /dev/mapper/bluemind rw\n"
+
+
+@pytest.fixture()
+def san(monkeypatch):
+    spec = importlib.util.spec_from_file_location("bluemind_ha_san_under_test", SOURCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module.syslog, "syslog", lambda *a: None)
+    return module
+
+
+def test_parsers_read_the_recorded_outputs(san):
+    assert san.parse_keys(READ_KEYS) == [0x1111, 0x1111, 0x2222, 0x2222]
+    assert san.parse_reservation(NO_RESERVATION) is None
+    assert san.parse_reservation(RESERVATION) == (0x2222, "Write Exclusive, registrants only")
+    assert san.parse_paths(PATHS, "bluemind") == [
+        {"device": "sda", "dm_state": "active", "checker": "ready", "state": "running"},
+        {"device": "sdb", "dm_state": "failed", "checker": "faulty", "state": "offline"}]
+    assert san.parse_iscsiadm_records(NODES) == [("10.60.1.10", "iqn.2026-11.test.lab:bluemind"),
+                                                 ("fd00::10", "iqn.2026-11.test.lab:bluemind")]
+    assert san.parse_iscsiadm_records(SESSIONS) == [("10.60.1.10", "iqn.2026-11.test.lab:bluemind")]
+    assert san.mounted_devices(MOUNTINFO) == {(0, 20), (254, 0)}
+
+
+def test_a_garbled_reservation_answer_is_an_error_not_no_reservation(san):
+    with pytest.raises(san.SanError):
+        san.parse_reservation("  PR generation=0x3, Reservation follows:\n")
+
+
+def test_multipath_complaints_are_caught(san):
+    stderr = ("Nov 25 | /etc/multipath/conf.d/bluemind-ha.conf line 4, invalid keyword: polling_intervl\n"
+              "Nov 25 | some harmless notice\n")
+    assert san.config_problems(stderr) == [stderr.splitlines()[0]]
+
+
+class FakeArray:
+    """A SCSI-3 PR target seen by two nodes, each with two paths."""
+
+    def __init__(self):
+        self.registered = {}   # node -> key (one per node: both of its paths register together)
+        self.holder = None     # (node, key)
+        self.writes = []
+
+    def mpathpersist(self, node, argv):
+        args = dict(a.split("=", 1) if "=" in a else (a, "") for a in argv[1:-1])
+        out = ""
+        if "--in" in args and "--read-keys" in args:
+            out = "  PR generation=0x1, keys follow:\n" + "".join(
+                f"    0x{k:x}\n    0x{k:x}\n" for k in self.registered.values())
+        elif "--in" in args:
+            out = NO_RESERVATION if not self.holder else (
+                f"  PR generation=0x1, Reservation follows:\n   Key = 0x{self.holder[1]:x}\n"
+                "  scope = LU_SCOPE, type = Write Exclusive, registrants only\n")
+        elif "--register-ignore" in args:
+            self.registered[node] = int(args["--param-sark"], 16)
+        elif node not in self.registered or self.registered[node] != int(args["--param-rk"], 16):
+            return subprocess.CompletedProcess(argv, 24, "", "reservation conflict")
+        elif "--reserve" in args and not self.holder:
+            self.holder = (node, self.registered[node])
+        elif "--preempt" in args:
+            victim = int(args["--param-sark"], 16)
+            self.registered = {n: k for n, k in self.registered.items() if k != victim}
+            if self.holder and self.holder[1] == victim:
+                self.holder = (node, self.registered[node])
+        elif "--release" in args and self.holder and self.holder[0] == node:
+            self.holder = None
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+    def can_write(self, node):
+        return self.holder is None or node in self.registered
+
+
+@pytest.fixture()
+def array(san, monkeypatch):
+    fake = FakeArray()
+    fake.mounted = set()
+    fake.node = "node1"
+
+    def run(argv, check=True, stdin=None):
+        assert argv[0] == "mpathpersist", argv
+        return fake.mpathpersist(fake.node, argv)
+
+    monkeypatch.setattr(san, "run", run)
+    monkeypatch.setattr(san.Lun, "present", lambda self: True)
+    monkeypatch.setattr(san.Lun, "mounted", lambda self: self.conf["node"] in fake.mounted)
+    return fake
+
+
+def lun(san, array, node):
+    array.node = node
+    keys = {"node1": "0x1111", "node2": "0x2222"}
+    return san.Lun({"node": node, "alias": "bluemind", "device": "/dev/mapper/bluemind", "wwid": "36001",
+                    "key": keys[node], "keys": keys})
+
+
+def test_claim_reserves_then_is_idempotent(san, array):
+    assert san.do_claim(lun(san, array, "node1")) == (True, "reserved")
+    assert array.holder == ("node1", 0x1111)
+    assert san.do_claim(lun(san, array, "node1")) == (False, "already held")
+
+
+def test_claim_by_the_other_node_preempts_and_fences_the_old_holder(san, array):
+    san.do_register(lun(san, array, "node2"))
+    san.do_claim(lun(san, array, "node1"))
+    changed, how = san.do_claim(lun(san, array, "node2"))
+    assert (changed, how) == (True, "preempted node1")
+    assert array.holder == ("node2", 0x2222)
+    assert not array.can_write("node1") and array.can_write("node2")
+
+
+def test_a_fenced_node_that_still_mounts_cannot_register_or_claim(san, array):
+    san.do_claim(lun(san, array, "node1"))
+    array.mounted.add("node1")
+    san.do_claim(lun(san, array, "node2"))
+    with pytest.raises(san.SanError) as busy:
+        san.do_register(lun(san, array, "node1"))
+    assert busy.value.code == san.BUSY
+    with pytest.raises(san.SanError) as conflict:
+        san.do_claim(lun(san, array, "node1"))
+    assert conflict.value.code == san.CONFLICT
+    assert array.holder[0] == "node2"
+    # Unmounted (the rejoin after a reboot), it registers again.
+    array.mounted.clear()
+    assert san.do_register(lun(san, array, "node1")) is True
+    assert san.do_register(lun(san, array, "node1")) is False
+
+
+def test_release_refuses_while_mounted_and_only_releases_its_own(san, array):
+    san.do_claim(lun(san, array, "node1"))
+    assert san.do_release(lun(san, array, "node2")) is False
+    assert array.holder[0] == "node1"
+    array.mounted.add("node1")
+    with pytest.raises(san.SanError) as busy:
+        san.do_release(lun(san, array, "node1"))
+    assert busy.value.code == san.BUSY
+    array.mounted.clear()
+    assert san.do_release(lun(san, array, "node1")) is True
+    assert array.holder is None
+
+
+def test_status_names_the_holder_and_counts_active_paths(san, array, monkeypatch):
+    san.do_register(lun(san, array, "node2"))
+    san.do_claim(lun(san, array, "node1"))
+    node2 = lun(san, array, "node2")
+    monkeypatch.setattr(san.Lun, "paths", lambda self: san.parse_paths(PATHS, "bluemind"))
+    info = san.status(node2)
+    assert info["holder"] == "node1" and info["registered"] == ["node1", "node2"]
+    assert info["registered_here"] and not info["held_here"] and info["active_paths"] == 1
+
+
+def test_mkfs_formats_only_a_blank_lun_and_refuses_foreign_data(san, monkeypatch):
+    calls = []
+    signatures = []
+
+    def run(argv, check=True, stdin=None):
+        calls.append(argv)
+        if argv[0] == "wipefs" and argv[1] == "--json":
+            return subprocess.CompletedProcess(argv, 0, json.dumps({"signatures": signatures}), "")
+        if argv[0] == "blkid":
+            return subprocess.CompletedProcess(argv, 2, "", "")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(san, "run", run)
+    monkeypatch.setattr(san.Lun, "present", lambda self: True)
+    monkeypatch.setattr(san.Lun, "mounted", lambda self: False)
+    conf = {"node": "node1", "alias": "bluemind", "device": "/dev/mapper/bluemind", "wwid": "36001",
+            "key": "0x1", "keys": {"node1": "0x1"}}
+    assert san.do_mkfs(conf, "ext4", "bluemind_ha", False, False, [])["changed"] is True
+    assert calls[-1][0] == "mkfs.ext4" and calls[-1][-1] == "/dev/mapper/bluemind"
+    signatures.append({"type": "ext4", "label": "bluemind_ha", "offset": "0x438"})
+    calls.clear()
+    assert san.do_mkfs(conf, "ext4", "bluemind_ha", False, False, [])["changed"] is False
+    assert not any(c[0].startswith("mkfs") for c in calls)
+    signatures[0] = {"type": "xfs", "label": "olddata", "offset": "0x0"}
+    with pytest.raises(san.SanError) as foreign:
+        san.do_mkfs(conf, "ext4", "bluemind_ha", False, False, [])
+    assert foreign.value.code == san.FOREIGN
+    assert "xfs labelled olddata" in str(foreign.value) and "san_overwrite_signatures" in str(foreign.value)
+    assert san.do_mkfs(conf, "ext4", "bluemind_ha", True, True, []) == {"changed": True, "would": "wipe and format"}
+    calls.clear()
+    san.do_mkfs(conf, "ext4", "bluemind_ha", True, False, [])
+    assert [c[0] for c in calls if c[0] in ("wipefs", "mkfs.ext4")][-2:] == ["wipefs", "mkfs.ext4"]
+    assert ["wipefs", "--all", "/dev/mapper/bluemind"] in calls
+
+
+def test_usage_errors_give_exit_2(san, tmp_path, capsys):
+    assert san.main(["frobnicate"]) == san.USAGE
+    assert san.main(["--config", str(tmp_path / "missing.json"), "holder"]) == san.USAGE
+    assert "claim" in (san.main(["--help"]) == 0 and capsys.readouterr().out)
