@@ -249,3 +249,28 @@ def test_a_fabric_link_cut_under_a_writer_causes_no_io_error():
     host.check_output(f"umount {MOUNT}")
     assert json.loads(san(n2, "release").stdout)["changed"] is True
     assert san(n2, "holder").stdout.strip() == "none"
+
+
+def test_a_fenced_node_rejoins_by_itself_after_a_reboot():
+    """node2 takes the LUN and removes node1's key (what a takeover does to the
+    old holder). node1 is then powered off and on: at boot open-iscsi logs in
+    again, multipath rebuilds the map, and bluemind-ha-san-register.service
+    registers node1's key again, so node1 can take over later. Nothing mounts."""
+    (n1, n2) = NODES
+    keys = json.loads(labtopo.vm(n2).check_output("cat /etc/bluemind-ha/san.json"))["keys"]
+    san(n2, "claim")
+    labtopo.vm(n2).check_output(f"mpathpersist --out --preempt --param-rk={keys[n2]} --param-sark={keys[n1]}"
+                                f" --prout-type=5 {DEVICE}")
+    assert status(n2)["registered"] == [n2]
+    labtopo.labctl("power", labtopo.lab_name(), n1, "off")
+    labtopo.labctl("power", labtopo.lab_name(), n1, "on", "--wait")
+    labtopo.vm.cache_clear()
+    host = labtopo.vm(n1)
+    labtopo.wait_for(lambda: host.run("systemctl is-active bluemind-ha-san-register").stdout.strip()
+                     in ("active", "failed"), 180, "the key registration unit to finish at boot")
+    assert host.run("systemctl is-active bluemind-ha-san-register").stdout.strip() == "active", \
+        host.run("journalctl -b -u bluemind-ha-san-register --no-pager | tail -20").stdout
+    info = status(n1)
+    assert info["active_paths"] == 2 and info["registered"] == sorted(NODES), info
+    assert info["holder"] == n2 and not info["mounted_here"], info
+    assert san(n2, "release").stdout and status(n2)["holder"] is None
