@@ -295,8 +295,13 @@ def wanted_settings(iscsi):
     return wanted
 
 
+def portal_arg(portal, port):
+    """iscsiadm's -p argument: an IPv6 address goes in brackets."""
+    return f"[{portal}]:{port}" if ":" in portal else f"{portal}:{port}"
+
+
 def iscsi_discover(portal, port, chap):
-    target = f"{portal}:{port}"
+    target = portal_arg(portal, port)
     if chap.get("username") and chap.get("discovery", True):
         run(["iscsiadm", "-m", "discoverydb", "-t", "sendtargets", "-p", target, "-o", "new"], check=False)
         for name, value in (("discovery.sendtargets.auth.authmethod", "CHAP"),
@@ -325,7 +330,7 @@ def do_login(conf):
     records = parse_iscsiadm_records(run(["iscsiadm", "-m", "node"], check=False).stdout)
     wanted = wanted_settings(iscsi)
     for portal, target in records:
-        record = ["iscsiadm", "-m", "node", "-T", target, "-p", f"{portal}:{port}"]
+        record = ["iscsiadm", "-m", "node", "-T", target, "-p", portal_arg(portal, port)]
         current = parse_settings(run(record + ["-S"]).stdout)
         goal = wanted if portal in portals else {"node.startup": "manual", "node.conn[0].startup": "manual"}
         for name, value in goal.items():
@@ -335,7 +340,7 @@ def do_login(conf):
     sessions = parse_iscsiadm_records(run(["iscsiadm", "-m", "session"], check=False).stdout)
     for portal, target in records:
         if portal in portals and (portal, target) not in sessions:
-            run(["iscsiadm", "-m", "node", "-T", target, "-p", f"{portal}:{port}", "--login"])
+            run(["iscsiadm", "-m", "node", "-T", target, "-p", portal_arg(portal, port), "--login"])
             log(f"login: session to {target} through {portal} opened")
             changed = True
     # A running session keeps its recovery timeout until the next login: set it live.

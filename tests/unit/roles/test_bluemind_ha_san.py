@@ -217,3 +217,10 @@ def test_usage_errors_give_exit_2(san, tmp_path, capsys):
     assert san.main(["frobnicate"]) == san.USAGE
     assert san.main(["--config", str(tmp_path / "missing.json"), "holder"]) == san.USAGE
     assert "claim" in (san.main(["--help"]) == 0 and capsys.readouterr().out)
+
+
+def test_ipv6_portals_are_bracketed_for_iscsiadm(san):
+    assert san.portal_arg("10.60.1.10", 3260) == "10.60.1.10:3260"
+    assert san.portal_arg("fd00:61::10", 3260) == "[fd00:61::10]:3260"
+    # and read back without brackets, so a configured portal matches its record
+    assert san.parse_iscsiadm_records(san.portal_arg("fd00:61::10", 3260) + ",1 iqn.x:y\n") == [("fd00:61::10", "iqn.x:y")]
