@@ -175,6 +175,9 @@ class Lun:
         if not self.present():
             raise SanError(NO_DEVICE, f"{self.device} does not exist: the LUN's multipath map is missing "
                                       "(check `multipath -ll` and the paths)")
+        if not any(p["dm_state"] == "active" for p in self.paths()):
+            raise SanError(NO_DEVICE, f"{self.device} has no usable path (check the fabric links and "
+                                      "`multipathd show paths`)")
 
     def keys(self):
         return parse_keys(run(["mpathpersist", "--in", "--read-keys", self.device]).stdout)

@@ -113,6 +113,7 @@ def array(san, monkeypatch):
     monkeypatch.setattr(san, "run", run)
     monkeypatch.setattr(san.Lun, "present", lambda self: True)
     monkeypatch.setattr(san.Lun, "mounted", lambda self: self.conf["node"] in fake.mounted)
+    monkeypatch.setattr(san.Lun, "paths", lambda self: san.parse_paths(PATHS, "bluemind"))
     return fake
 
 
@@ -193,6 +194,7 @@ def test_mkfs_formats_only_a_blank_lun_and_refuses_foreign_data(san, monkeypatch
     monkeypatch.setattr(san, "run", run)
     monkeypatch.setattr(san.Lun, "present", lambda self: True)
     monkeypatch.setattr(san.Lun, "mounted", lambda self: False)
+    monkeypatch.setattr(san.Lun, "paths", lambda self: san.parse_paths(PATHS, "bluemind"))
     conf = {"node": "node1", "alias": "bluemind", "device": "/dev/mapper/bluemind", "wwid": "36001",
             "key": "0x1", "keys": {"node1": "0x1"}}
     assert san.do_mkfs(conf, "ext4", "bluemind_ha", False, False, [])["changed"] is True
@@ -224,3 +226,11 @@ def test_ipv6_portals_are_bracketed_for_iscsiadm(san):
     assert san.portal_arg("fd00:61::10", 3260) == "[fd00:61::10]:3260"
     # and read back without brackets, so a configured portal matches its record
     assert san.parse_iscsiadm_records(san.portal_arg("fd00:61::10", 3260) + ",1 iqn.x:y\n") == [("fd00:61::10", "iqn.x:y")]
+
+
+def test_a_map_without_a_usable_path_is_exit_3_not_a_failure(san, array, monkeypatch):
+    monkeypatch.setattr(san.Lun, "paths", lambda self: san.parse_paths("bluemind sda failed faulty offline\n",
+                                                                        "bluemind"))
+    with pytest.raises(san.SanError) as no_path:
+        san.do_claim(lun(san, array, "node1"))
+    assert no_path.value.code == san.NO_DEVICE and array.holder is None
