@@ -229,8 +229,8 @@ def test_ipv6_portals_are_bracketed_for_iscsiadm(san):
 
 
 def test_a_map_without_a_usable_path_is_exit_3_not_a_failure(san, array, monkeypatch):
-    monkeypatch.setattr(san.Lun, "paths", lambda self: san.parse_paths("bluemind sda failed faulty offline\n",
-                                                                        "bluemind"))
+    dead = san.parse_paths("bluemind sda failed faulty offline\n", "bluemind")
+    monkeypatch.setattr(san.Lun, "paths", lambda self: dead)
     with pytest.raises(san.SanError) as no_path:
         san.do_claim(lun(san, array, "node1"))
     assert no_path.value.code == san.NO_DEVICE and array.holder is None
