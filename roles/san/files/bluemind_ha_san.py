@@ -25,8 +25,9 @@ Commands the role uses (they print JSON with "changed"):
                timeouts for multipath, log in to every portal (one session
                per portal) and make the logins automatic at boot
   map          make sure the multipath map of the LUN exists (reconfigure
-               multipathd when its configuration is stale, never flush a
-               map), then wait until it has --paths N active paths
+               multipathd with --reconfigure, or when the running map lacks
+               its alias or key; never flush a map), then wait until it has
+               --paths N active paths
   mkfs         create the filesystem when the LUN is blank; refuse a LUN
                carrying any other signature unless --overwrite. --check
                reports what would be done
@@ -401,7 +402,7 @@ def map_is_current(conf):
         return False
 
 
-def do_map(conf, want_paths, timeout):
+def do_map(conf, want_paths, timeout, reconfigure=False):
     lun = Lun(conf)
     changed = False
     wwids = ""
@@ -411,7 +412,7 @@ def do_map(conf, want_paths, timeout):
     if f"/{conf['wwid']}/" not in wwids:
         run(["multipath", "-a", conf["wwid"]])
         changed = True
-    if changed or not map_is_current(conf):
+    if changed or reconfigure or not map_is_current(conf):
         run(["multipathd", "reconfigure"])
         log(f"map: multipathd reconfigured for {conf['alias']} ({conf['wwid']})")
         changed = True
@@ -540,7 +541,7 @@ def dispatch(conf, command, args):
     elif command == "map":
         want = int(option(args, "--paths", "1"))
         timeout = int(option(args, "--timeout", "60"))
-        print(json.dumps(locked(do_map, conf, want, timeout)))
+        print(json.dumps(locked(do_map, conf, want, timeout, flag(args, "--reconfigure"))))
     elif command == "mkfs":
         fstype = option(args, "--fstype", "ext4")
         label = option(args, "--label", "bluemind_ha")

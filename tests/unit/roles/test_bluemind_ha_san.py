@@ -234,3 +234,24 @@ def test_a_map_without_a_usable_path_is_exit_3_not_a_failure(san, array, monkeyp
     with pytest.raises(san.SanError) as no_path:
         san.do_claim(lun(san, array, "node1"))
     assert no_path.value.code == san.NO_DEVICE and array.holder is None
+
+
+def test_map_reconfigures_on_a_changed_file_even_when_the_map_looks_current(san, monkeypatch):
+    calls = []
+    wwids = {"text": ""}
+    monkeypatch.setattr(san, "run", lambda argv, check=True, stdin=None: calls.append(argv) or
+                        subprocess.CompletedProcess(argv, 0, "", ""))
+    monkeypatch.setattr(san.Lun, "present", lambda self: True)
+    monkeypatch.setattr(san, "status", lambda lun: {"active_paths": 2, "paths": []})
+    monkeypatch.setattr(san, "map_is_current", lambda conf: True)
+    monkeypatch.setattr(san.os.path, "exists", lambda path: True)
+    monkeypatch.setattr("builtins.open", lambda *a, **k: __import__("io").StringIO(wwids["text"]))
+    conf = {"node": "node1", "alias": "bluemind", "device": "/dev/mapper/bluemind", "wwid": "36001",
+            "key": "0x1", "keys": {"node1": "0x1"}}
+    assert san.do_map(conf, 2, 5)["changed"] is True  # a new WWID: added, then reconfigured
+    assert ["multipath", "-a", "36001"] in calls and ["multipathd", "reconfigure"] in calls
+    wwids["text"] = "/36001/\n"
+    calls.clear()
+    assert san.do_map(conf, 2, 5)["changed"] is False and not calls
+    assert san.do_map(conf, 2, 5, reconfigure=True)["changed"] is True
+    assert calls == [["multipathd", "reconfigure"]]
