@@ -125,12 +125,28 @@ def test_bad_input_is_refused_before_any_change(inventory, extra_vars, variable)
     assert not any("Install keepalived" in name for name, host, r in labtopo.task_results(report))
 
 
+def drbd_roles() -> dict:
+    return {n: json.loads(labtopo.vm(n).check_output("bluemind-ha-drbd status --json"))["role"] for n in NODES}
+
+
 def test_configuration_change_reloads_without_moving_the_ip(inventory):
+    """A second converge of the running pair, after data was written on the
+    replicated disk: keepalived reloads, the storage is left alone."""
     holder = holders()[0]
     pids = {n: keepalived_pid(n) for n in NODES}
+    # What the failover controller does on the active node: promote, mount.
+    disk = labtopo.vm(holder)
+    disk.check_output("bluemind-ha-drbd promote && mkdir -p /mnt/reconverge && mount /dev/drbd0 /mnt/reconverge"
+                      " && head -c 4M /dev/urandom > /mnt/reconverge/data && sync")
+    roles = drbd_roles()
+    digest = disk.check_output("sha256sum < /mnt/reconverge/data")
     report = labtopo.run_playbook("bluemind_ha.cluster.site", inventory, {"keepalived_check_interval": 3})
     assert report["rc"] == 0, report["stderr"]
     changed = [name for name, host, r in labtopo.task_results(report) if r.get("changed")]
+    assert not [name for name in changed if "drbd :" in name], changed
+    assert drbd_roles() == roles
+    assert disk.check_output("sha256sum < /mnt/reconverge/data") == digest
+    disk.check_output("rm /mnt/reconverge/data && umount /mnt/reconverge && bluemind-ha-drbd demote")
     assert any("Install the VRRP configuration" in name for name in changed), changed
     assert any("Reload keepalived" in name for name in changed), changed
     assert not any("Restart keepalived" in name for name in changed), changed

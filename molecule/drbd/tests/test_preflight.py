@@ -10,6 +10,7 @@ import labtopo
 
 NODES = labtopo.members("bluemind_ha")
 DISK = "/dev/disk/by-id/virtio-drbd"
+SPARE = "/dev/disk/by-id/virtio-spare"
 ROGUE = "192.168.60.101"
 
 
@@ -105,14 +106,14 @@ def vip_in_use():
 
 @contextlib.contextmanager
 def filesystem_on_disk():
+    # DRBD owns the real backing disk: name the spare disk as backing device,
+    # with a filesystem on node1's.
     node1 = labtopo.vm("node1")
     try:
-        node1.check_output("command -v mkfs.ext4 >/dev/null || DEBIAN_FRONTEND=noninteractive "
-                           "apt-get install -y -q e2fsprogs >/dev/null")
-        node1.check_output(f"mkfs.ext4 -q -F -L olddata {DISK}")
-        yield {}
+        node1.check_output(f"mkfs.ext4 -q -F -L olddata {SPARE}")
+        yield {"bluemind_ha_drbd_disk": SPARE}
     finally:
-        node1.check_output(f"wipefs -q -a {DISK}")
+        node1.check_output(f"wipefs -q -a {SPARE}")
 
 
 @contextlib.contextmanager

@@ -26,10 +26,10 @@ def test_link_cut_and_restore():
 
 def test_disk_path_removed_and_added():
     node1 = labtopo.vm("node1")
-    labtopo.labctl("disk", LAB, "node1", "drbd", "del")
-    labtopo.wait_for(lambda: not node1.file("/dev/disk/by-id/virtio-drbd").exists, 30, "the disk to vanish")
-    labtopo.labctl("disk", LAB, "node1", "drbd", "add")
-    labtopo.wait_for(lambda: node1.file("/dev/disk/by-id/virtio-drbd").exists, 30, "the disk to return")
+    labtopo.labctl("disk", LAB, "node1", "spare", "del")
+    labtopo.wait_for(lambda: not node1.file("/dev/disk/by-id/virtio-spare").exists, 30, "the disk to vanish")
+    labtopo.labctl("disk", LAB, "node1", "spare", "add")
+    labtopo.wait_for(lambda: node1.file("/dev/disk/by-id/virtio-spare").exists, 30, "the disk to return")
 
 
 def test_power_off_is_immediate_and_on_boots_fresh():

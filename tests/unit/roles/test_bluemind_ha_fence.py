@@ -1,7 +1,6 @@
 """The fence command's decisions, without a controller: when it waits, when it
 acts, which exit code each failure gives. The lab's drbd scenario runs it
 against the Redfish test doubles with the real fence agent."""
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -12,13 +11,10 @@ SOURCE = Path(__file__).resolve().parents[3] / "roles" / "fencing" / "files" / "
 
 
 @pytest.fixture()
-def fence(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("bluemind_ha_fence_under_test", SOURCE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def fence(tmp_path, monkeypatch, load_program):
+    module = load_program(SOURCE)
     monkeypatch.setattr(module, "LOG", str(tmp_path / "log" / "fence.log"))
     monkeypatch.setattr(module, "VRRP_STATE", str(tmp_path / "vrrp-state"))
-    monkeypatch.setattr(module.syslog, "syslog", lambda *a: None)
     conf = {"peer": "node1", "type": "redfish", "address": "10.0.2.100", "port": 443, "username": "admin",
             "password": "s3cret", "tls": "insecure", "passive_delay": 20, "takeover_window": 10}
     (tmp_path / "fence.json").write_text(json.dumps(conf))

@@ -4,7 +4,6 @@ and register against FakeArray, a test double that answers mpathpersist the way
 a SCSI-3 target does (registrations per key, one Write Exclusive - Registrants
 Only reservation, preempt removes the preempted key). The lab's san scenario
 runs the command against a real LIO target."""
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -31,12 +30,8 @@ MOUNTINFO = "22 27 0:20 / /sys rw - sysfs sysfs rw\n95 27 254:0 / /srv/bluemind 
 
 
 @pytest.fixture()
-def san(monkeypatch):
-    spec = importlib.util.spec_from_file_location("bluemind_ha_san_under_test", SOURCE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module.syslog, "syslog", lambda *a: None)
-    return module
+def san(load_program):
+    return load_program(SOURCE)
 
 
 def test_parsers_read_the_recorded_outputs(san):

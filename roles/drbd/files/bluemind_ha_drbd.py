@@ -1,0 +1,457 @@
+# Copyright: contributors to bluemind_ha.cluster
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""bluemind-ha-drbd - the replicated disk of a BlueMind HA pair (DRBD).
+
+usage: bluemind-ha-drbd [--config FILE] COMMAND
+
+Commands the failover controller and the operators use:
+  promote   make this node Primary. Refused unless the local disk is UpToDate
+            and the peer is not Primary (a peer that just died is seen as
+            Primary until DRBD's ping times out: promote waits that long). When the peer cannot be reached, DRBD
+            calls the fence-peer handler below before it lets the promotion
+            happen, so a node never becomes Primary beside a live Primary.
+  demote    make this node Secondary (refused while the device is in use)
+  status    role, disk and connection states of both nodes, sync progress;
+            --json for a machine-readable form
+
+Handlers DRBD calls (configured in the resource file):
+  fence-peer   the peer is gone while this node may need to write. First ask
+               the peer, over the public network (a path other than the
+               replication link), to mark its disk Outdated. If it cannot be
+               reached: in fencing mode stonith, power it off through its
+               management controller (bluemind-ha-fence off, which makes the
+               passive node wait so that in a partition the active node wins)
+               and report it fenced only once its controller reports it off;
+               in fencing mode outdate, report it unreachable (DRBD then
+               assumes it is dead). Until this handler succeeds, DRBD keeps
+               I/O frozen: no write can reach one side only.
+  split-brain  log the split brain at critical level and alert
+
+Commands the role uses (JSON output with "changed"):
+  probe --resource NAME --minor N --disk DEVICE
+               the device's signatures, the resource's state and the device
+               it has attached (needs no configuration file)
+  outdate-server  serve the peer's outdate requests on the public address
+               (authenticated with the resource's shared secret)
+
+Exit codes (promote, demote, status): 0 done, 1 failed, 2 usage or
+configuration, 3 local disk not UpToDate, 4 the peer is Primary, 6 busy (the
+device is open). fence-peer exits with DRBD's handler codes: 3 peer
+Inconsistent, 4 peer Outdated, 5 peer unreachable (outdate mode only), 6 peer is
+Primary, 7 peer powered off, 1 fencing failed (I/O stays frozen).
+
+Every action goes to the journal (identifier bluemind-ha-drbd) with its duration.
+"""
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import socket
+import socketserver
+import subprocess
+import sys
+import syslog
+import time
+
+CONFIG = "/etc/bluemind-ha/drbd.json"
+OK, FAILED, USAGE, NOT_UPTODATE, PEER_PRIMARY, BUSY = 0, 1, 2, 3, 4, 6
+FP_INCONSISTENT, FP_OUTDATED, FP_UNREACHABLE, FP_PRIMARY, FP_FENCED = 3, 4, 5, 6, 7
+CLOCK_SKEW = 30
+CONNECTED = ("Connected", "SyncSource", "SyncTarget", "PausedSyncS", "PausedSyncT", "WFBitMapS", "WFBitMapT",
+             "WFSyncUUID", "StartingSyncS", "StartingSyncT", "VerifyS", "VerifyT")
+COMMANDS = ("promote", "demote", "status", "fence-peer", "split-brain", "probe", "outdate-server")
+
+
+class DrbdError(Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+def log(message, priority=syslog.LOG_NOTICE):
+    syslog.syslog(priority, message)
+    sys.stderr.write(message + "\n")
+
+
+def run(argv, check=True, timeout=120):
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise DrbdError(FAILED, f"{' '.join(argv[:3])} did not finish within {timeout} s") from exc
+    except OSError as exc:
+        raise DrbdError(FAILED, f"cannot run {argv[0]}: {exc}") from exc
+    if check and proc.returncode != 0:
+        raise DrbdError(FAILED, f"{' '.join(argv[:4])} failed (exit {proc.returncode}): "
+                                f"{(proc.stderr or proc.stdout).strip()[-300:]}")
+    return proc
+
+
+# ---------------------------------------------------------------- state
+
+def parse_proc_drbd(text, minor):
+    """State of one minor from /proc/drbd (DRBD 8.4)."""
+    state = {}
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        match = re.match(rf"\s*{minor}: cs:(\S+) ro:(\S+)/(\S+) ds:(\S+)/(\S+)", line)
+        if not match:
+            continue
+        flags = line.split()[-1] if len(line.split()) > 5 else ""
+        state = {"connection": match.group(1), "role": match.group(2), "peer_role": match.group(3),
+                 "disk": match.group(4), "peer_disk": match.group(5), "io_suspended": flags[:1] == "s"}
+        for follow in lines[index + 1:index + 5]:
+            progress = re.search(r"sync'ed:\s*([\d.]+)%", follow)
+            if progress:
+                state["sync_percent"] = float(progress.group(1))
+            speed = re.search(r"speed:\s*([\d,]+)\s*\(", follow)
+            if speed:
+                state["sync_kib_per_s"] = int(speed.group(1).replace(",", ""))
+            eta = re.search(r"finish:\s*(\d+):(\d+):(\d+)", follow)
+            if eta:
+                state["sync_eta_s"] = int(eta.group(1)) * 3600 + int(eta.group(2)) * 60 + int(eta.group(3))
+        break
+    return state
+
+
+def resource_state(conf):
+    try:
+        with open("/proc/drbd", encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return {"loaded": False}
+    state = parse_proc_drbd(text, conf["minor"])
+    state["loaded"] = True
+    state["up"] = bool(state.get("connection")) and state.get("connection") != "Unconfigured"
+    return state
+
+
+def device_open(conf):
+    """Whether the DRBD device is held open (mounted or used) on this node."""
+    path = f"/sys/block/drbd{conf['minor']}/holders"
+    mounted = False
+    try:
+        rdev = os.stat(conf["device"]).st_rdev
+        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+            mounted = any(line.split()[2] == f"{os.major(rdev)}:{os.minor(rdev)}" for line in handle)
+    except OSError:
+        pass
+    return mounted or (os.path.isdir(path) and bool(os.listdir(path)))
+
+
+# ---------------------------------------------------------------- controller commands
+
+def do_promote(conf):
+    start = time.monotonic()
+    state = resource_state(conf)
+    if not state.get("up"):
+        raise DrbdError(FAILED, f"resource {conf['resource']} is not up on this node (drbdadm up {conf['resource']})")
+    if state["role"] == "Primary":
+        return False
+    if state["disk"] != "UpToDate":
+        raise DrbdError(NOT_UPTODATE, f"refusing to promote: the local disk is {state['disk']}, not UpToDate "
+                                      "(the peer may hold newer data; see docs/drbd.md, split brain)")
+    # A peer that just died still shows as Primary until DRBD's ping times out
+    # (ping-int + ping-timeout): wait that long, bounded, before refusing.
+    deadline = time.monotonic() + conf["peer_wait"]
+    while state.get("peer_role") == "Primary" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = resource_state(conf)
+    if state.get("peer_role") == "Primary":
+        raise DrbdError(PEER_PRIMARY, f"refusing to promote: {conf['peer']} is Primary")
+    if state.get("disk") != "UpToDate":
+        raise DrbdError(NOT_UPTODATE, f"refusing to promote: the local disk is {state.get('disk')}, not UpToDate")
+    # When the peer is unreachable, DRBD runs the fence-peer handler first;
+    # fencing may include the passive delay and a power-off.
+    proc = run(["drbdadm", "primary", conf["resource"]], check=False, timeout=conf["promote_timeout"])
+    after = resource_state(conf)
+    if after.get("role") != "Primary":
+        raise DrbdError(FAILED, f"promotion failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
+    log(f"promote: {conf['node']} is Primary of {conf['resource']} in {time.monotonic() - start:.2f} s "
+        f"(peer {after.get('peer_role')}, peer disk {after.get('peer_disk')})")
+    return True
+
+
+def do_demote(conf):
+    state = resource_state(conf)
+    if not state.get("up") or state["role"] != "Primary":
+        return False
+    if device_open(conf):
+        raise DrbdError(BUSY, f"{conf['device']} is in use on this node: unmount it first")
+    start = time.monotonic()
+    run(["drbdadm", "secondary", conf["resource"]])
+    log(f"demote: {conf['node']} is Secondary of {conf['resource']} in {time.monotonic() - start:.2f} s")
+    return True
+
+
+# ---------------------------------------------------------------- outdate over the public network
+
+def mac(secret, *parts):
+    return hmac.new(secret.encode(), "|".join(str(p) for p in parts).encode(), hashlib.sha256).hexdigest()
+
+
+def outdate_locally(conf):
+    state = resource_state(conf)
+    if state.get("role") == "Primary":
+        return "primary"
+    if state.get("disk") == "Inconsistent":
+        return "inconsistent"
+    if state.get("disk") == "Outdated":
+        return "outdated"
+    # The peer lost the replication link; this side may not have noticed yet
+    # (ping timeout), and DRBD refuses to outdate a connected disk. Wait, bounded.
+    deadline = time.monotonic() + conf["disconnect_wait"]
+    while state.get("connection") in CONNECTED and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = resource_state(conf)
+    proc = run(["drbdadm", "outdate", conf["resource"]], check=False)
+    if resource_state(conf).get("disk") == "Outdated":
+        return "outdated"
+    return "error: " + (proc.stderr or proc.stdout).strip()[-200:]
+
+
+def answer(conf, request, seen):
+    """The outdate server's answer to one request line, or None to ignore it."""
+    try:
+        msg = json.loads(request)
+        parts = (msg["resource"], msg["node"], msg["time"], msg["nonce"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if msg["resource"] != conf["resource"] or msg["node"] != conf["peer"]:
+        return None
+    if abs(time.time() - float(msg["time"])) > CLOCK_SKEW or msg["nonce"] in seen:
+        return None
+    if not hmac.compare_digest(mac(conf["secret"], *parts), str(msg.get("mac", ""))):
+        return None
+    seen.add(msg["nonce"])
+    result = outdate_locally(conf)
+    log(f"outdate-server: {conf['peer']} asked this node to outdate {conf['resource']}: {result}")
+    return json.dumps({"result": result, "nonce": msg["nonce"], "mac": mac(conf["secret"], result, msg["nonce"])})
+
+
+def ask_peer_to_outdate(conf):
+    """outdated, inconsistent, primary, or unreachable."""
+    nonce = secrets.token_hex(16)
+    now = time.time()
+    request = {"resource": conf["resource"], "node": conf["node"], "time": now, "nonce": nonce,
+               "mac": mac(conf["secret"], conf["resource"], conf["node"], now, nonce)}
+    for attempt in range(conf["outdate_attempts"]):
+        try:
+            with socket.create_connection((conf["peer_address"], conf["outdate_port"]),
+                                          timeout=conf["outdate_timeout"]) as sock:
+                # The peer may wait for its side of the link to drop before it can outdate.
+                sock.settimeout(conf["disconnect_wait"] + 10)
+                sock.sendall((json.dumps(request) + "\n").encode())
+                reply = json.loads(sock.makefile().readline())
+            if hmac.compare_digest(mac(conf["secret"], reply["result"], nonce), reply.get("mac", "")):
+                return reply["result"]
+            return "unreachable"
+        except (OSError, ValueError, KeyError):
+            if attempt + 1 < conf["outdate_attempts"]:
+                time.sleep(1)
+    return "unreachable"
+
+
+class OutdateHandler(socketserver.StreamRequestHandler):
+    def handle(self):
+        if self.client_address[0] != self.server.conf["peer_address"]:
+            return
+        self.connection.settimeout(10)
+        try:
+            line = self.rfile.readline(4096).decode()
+        except (OSError, UnicodeDecodeError):
+            return
+        reply = answer(self.server.conf, line, self.server.seen)
+        if reply:
+            self.wfile.write((reply + "\n").encode())
+
+
+def serve(conf):
+    socketserver.TCPServer.allow_reuse_address = True
+    family = socket.AF_INET6 if ":" in conf["listen_address"] else socket.AF_INET
+
+    class Server(socketserver.TCPServer):
+        address_family = family
+
+    with Server((conf["listen_address"], conf["outdate_port"]), OutdateHandler) as server:
+        server.conf = conf
+        server.seen = set()
+        log(f"outdate-server: listening on {conf['listen_address']}:{conf['outdate_port']} for {conf['peer']}")
+        server.serve_forever()
+
+
+# ---------------------------------------------------------------- handlers
+
+def fence_peer(conf):
+    start = time.monotonic()
+    peer = conf["peer"]
+    log(f"fence-peer: lost {peer} on the replication link; asking it to outdate over "
+        f"{conf['peer_address']}:{conf['outdate_port']}", syslog.LOG_WARNING)
+    result = ask_peer_to_outdate(conf)
+    took = time.monotonic() - start
+    if result == "outdated":
+        log(f"fence-peer: {peer} marked its disk Outdated ({took:.1f} s)")
+        return FP_OUTDATED
+    if result == "inconsistent":
+        log(f"fence-peer: {peer}'s disk is Inconsistent ({took:.1f} s)")
+        return FP_INCONSISTENT
+    if result == "primary":
+        log(f"fence-peer: {peer} is Primary: this node must not write ({took:.1f} s)", syslog.LOG_CRIT)
+        return FP_PRIMARY
+    if result.startswith("error"):
+        log(f"fence-peer: {peer} could not outdate its disk: {result}", syslog.LOG_ERR)
+    if conf["fencing"] == "outdate":
+        log(f"fence-peer: {peer} is unreachable on every path; fencing mode outdate assumes it is dead "
+            f"({took:.1f} s)", syslog.LOG_WARNING)
+        return FP_UNREACHABLE
+    log(f"fence-peer: {peer} is unreachable over the public network; powering it off", syslog.LOG_WARNING)
+    proc = run([conf["fence_command"], "off"], check=False, timeout=conf["fence_timeout"])
+    took = time.monotonic() - start
+    if proc.returncode == 0:
+        log(f"fence-peer: {peer} is powered off ({took:.1f} s)")
+        return FP_FENCED
+    log(f"fence-peer: could not fence {peer} (bluemind-ha-fence exit {proc.returncode}); I/O stays frozen "
+        f"until the operator acts, see docs/drbd.md ({took:.1f} s)", syslog.LOG_CRIT)
+    return FAILED
+
+
+def split_brain(conf):
+    log(f"split-brain: DRBD detected a split brain on {conf['resource']} between {conf['node']} and "
+        f"{conf['peer']}; the resource stays disconnected. Recovery: docs/drbd.md", syslog.LOG_CRIT)
+    if conf.get("alert_command"):
+        run(["/bin/sh", "-c", conf["alert_command"], "alert", "split-brain", conf["resource"], conf["node"]],
+            check=False, timeout=60)
+    return OK
+
+
+# ---------------------------------------------------------------- role support
+
+def signatures(device):
+    found = []
+    wipefs = run(["wipefs", "--json", device], check=False)
+    if wipefs.returncode == 0 and wipefs.stdout.strip():
+        for sig in json.loads(wipefs.stdout).get("signatures", []):
+            found.append({"type": sig.get("type"), "label": sig.get("label")})
+    probe = run(["blkid", "-p", "-o", "export", device], check=False)
+    if probe.returncode == 0:
+        values = dict(line.split("=", 1) for line in probe.stdout.splitlines() if "=" in line)
+        kind = values.get("TYPE") or values.get("PTTYPE")
+        if kind and not any(s["type"] == kind for s in found):
+            found.append({"type": kind, "label": values.get("LABEL")})
+    return found
+
+
+def attached_disk(resource):
+    """Real path of the backing device the running resource uses, or None."""
+    proc = run(["drbdsetup", "show", resource], check=False)
+    match = re.search(r'^\s*disk\s+"([^"]+)";', proc.stdout, re.M) if proc.returncode == 0 else None
+    return os.path.realpath(match.group(1)) if match else None
+
+
+def probe(resource, minor, disk):
+    """What the role must know before it changes anything: the signatures on the
+    backing device it is given, the resource's state, the device attached now."""
+    found = signatures(disk)
+    state = resource_state({"minor": minor})
+    return {"changed": False, "disk": disk, "disk_path": os.path.realpath(disk), "signatures": found,
+            "metadata": any(s["type"] in ("drbd", "drbd_meta") for s in found),
+            "foreign": [s for s in found if s["type"] not in ("drbd", "drbd_meta")],
+            "state": state, "attached": attached_disk(resource) if state.get("up") else None}
+
+
+def probe_args(args):
+    values = dict(zip(args[::2], args[1::2]))
+    if len(args) % 2 or set(values) != {"--resource", "--minor", "--disk"} or not values["--minor"].isdigit():
+        raise DrbdError(USAGE, "usage: bluemind-ha-drbd probe --resource NAME --minor N --disk DEVICE")
+    return values["--resource"], int(values["--minor"]), values["--disk"]
+
+
+def load(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            conf = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise DrbdError(USAGE, f"cannot read {path}: {exc}") from exc
+    missing = [k for k in ("node", "peer", "resource", "minor", "device", "disk", "secret", "peer_address",
+                           "listen_address") if k not in conf]
+    if missing:
+        raise DrbdError(USAGE, f"{path} lacks {', '.join(missing)}")
+    conf.setdefault("fencing", "stonith")
+    conf.setdefault("fence_command", "/usr/local/sbin/bluemind-ha-fence")
+    conf.setdefault("fence_timeout", 150)
+    conf.setdefault("promote_timeout", 180)
+    conf.setdefault("outdate_port", 7790)
+    conf.setdefault("outdate_timeout", 3)
+    conf.setdefault("outdate_attempts", 2)
+    conf.setdefault("disconnect_wait", 20)
+    conf.setdefault("peer_wait", 20)
+    return conf
+
+
+def standard_streams():
+    """DRBD starts its handlers from the kernel with no standard file descriptors:
+    give them /dev/null, so that output cannot fail and no socket becomes fd 0-2."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # pylint: disable=consider-using-with
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # pylint: disable=consider-using-with
+
+
+def main(argv):
+    standard_streams()
+    syslog.openlog("bluemind-ha-drbd", syslog.LOG_PID, syslog.LOG_DAEMON)
+    args = list(argv)
+    if "--help" in args or "-h" in args:
+        print(__doc__)
+        return OK
+    path = CONFIG
+    if len(args) >= 2 and args[0] == "--config":
+        path, args = args[1], args[2:]
+    if not args or args[0] not in COMMANDS:
+        sys.stderr.write(f"usage: bluemind-ha-drbd [--config FILE] {'|'.join(COMMANDS)} (--help for more)\n")
+        return USAGE
+    command = args.pop(0)
+    try:
+        if command == "probe":  # before the role has written the configuration
+            print(json.dumps(probe(*probe_args(args))))
+            return OK
+        conf = load(path)
+        if command == "fence-peer":
+            return fence_peer(conf)
+        if command == "split-brain":
+            return split_brain(conf)
+        if command == "outdate-server":
+            serve(conf)
+            return OK
+        if command == "promote":
+            print(json.dumps({"changed": do_promote(conf)}))
+        elif command == "demote":
+            print(json.dumps({"changed": do_demote(conf)}))
+        elif command == "status":
+            state = resource_state(conf)
+            state.update({"node": conf["node"], "peer": conf["peer"], "resource": conf["resource"],
+                          "in_use": device_open(conf)})
+            if "--json" in args:
+                print(json.dumps(state, indent=2))
+            else:
+                print(f"{conf['resource']} on {conf['node']}: {state.get('role', '?')} ({state.get('disk', '?')}), "
+                      f"peer {conf['peer']}: {state.get('peer_role', '?')} ({state.get('peer_disk', '?')}), "
+                      f"connection {state.get('connection', 'down')}"
+                      + (f", sync {state['sync_percent']}%" if "sync_percent" in state else ""))
+        return OK
+    except DrbdError as exc:
+        log(f"{command}: failed (exit {exc.code}): {exc}", syslog.LOG_ERR)
+        return FAILED if command == "fence-peer" else exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,165 @@
+"""The DRBD command's decisions, without DRBD: /proc/drbd parsing, the outdate
+protocol (authenticated, replay-proof), and the fence-peer handler's choice of
+exit code, which decides whether DRBD resumes I/O (a wrong code here is a
+split brain)."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).resolve().parents[3] / "roles" / "drbd" / "files" / "bluemind_ha_drbd.py"
+PROC_SYNCING = """version: 8.4.11 (api:1/proto:86-101)
+srcversion: 211FB288A383ED945B83420
+ 0: cs:SyncSource ro:Primary/Secondary ds:UpToDate/Inconsistent C r-----
+    ns:524288 nr:0 dw:0 dr:526400 al:8 bm:0 lo:0 pe:2 ua:0 ap:0 ep:1 wo:f oos:1572864
+\t[====>...............] sync'ed: 25.1% (1536/2047)M
+\tfinish: 0:00:42 speed: 36,480 (36,480) K/sec
+"""
+PROC_FROZEN = """version: 8.4.11 (api:1/proto:86-101)
+ 0: cs:WFConnection ro:Primary/Unknown ds:UpToDate/DUnknown C s---d-
+"""
+CONF = {"node": "node1", "peer": "node2", "resource": "bluemind", "minor": 0, "device": "/dev/drbd0",
+        "disk": "/dev/vdb", "secret": "a-shared-secret-of-some-length", "peer_address": "192.168.60.12",
+        "listen_address": "192.168.60.11", "fencing": "stonith", "fence_command": "/usr/local/sbin/bluemind-ha-fence",
+        "fence_timeout": 150, "promote_timeout": 180, "outdate_port": 7790, "outdate_timeout": 1,
+        "outdate_attempts": 1, "peer_wait": 0.2, "disconnect_wait": 0.2}
+
+
+@pytest.fixture()
+def drbd(monkeypatch, load_program):
+    module = load_program(SOURCE)
+    monkeypatch.setattr(module.time, "sleep", lambda s: None)
+    return module
+
+
+def test_proc_drbd_gives_states_and_sync_progress(drbd):
+    state = drbd.parse_proc_drbd(PROC_SYNCING, 0)
+    assert (state["connection"], state["role"], state["peer_role"]) == ("SyncSource", "Primary", "Secondary")
+    assert (state["disk"], state["peer_disk"]) == ("UpToDate", "Inconsistent")
+    assert state["sync_percent"] == 25.1 and state["sync_kib_per_s"] == 36480 and state["sync_eta_s"] == 42
+    assert not state["io_suspended"]
+    frozen = drbd.parse_proc_drbd(PROC_FROZEN, 0)
+    assert frozen["io_suspended"] and frozen["peer_disk"] == "DUnknown"
+    assert drbd.parse_proc_drbd(PROC_FROZEN, 1) == {}
+
+
+def request(drbd, conf, **override):
+    now = time.time()
+    msg = {"resource": conf["resource"], "node": conf["peer"], "time": now, "nonce": "n1"}
+    msg.update(override)
+    msg.setdefault("mac", drbd.mac(conf["secret"], msg["resource"], msg["node"], msg["time"], msg["nonce"]))
+    return json.dumps(msg)
+
+
+def test_the_outdate_server_only_obeys_the_authenticated_peer_once(drbd, monkeypatch):
+    server_conf = dict(CONF, node="node2", peer="node1")
+    monkeypatch.setattr(drbd, "outdate_locally", lambda conf: "outdated")
+    seen = set()
+    reply = json.loads(drbd.answer(server_conf, request(drbd, server_conf), seen))
+    assert reply["result"] == "outdated"
+    assert reply["mac"] == drbd.mac(server_conf["secret"], "outdated", "n1")
+    assert drbd.answer(server_conf, request(drbd, server_conf), seen) is None, "a replayed request was obeyed"
+    assert drbd.answer(server_conf, request(drbd, server_conf, nonce="n2", mac="0" * 64), seen) is None
+    assert drbd.answer(server_conf, request(drbd, server_conf, nonce="n3", time=time.time() - 300), seen) is None
+    assert drbd.answer(server_conf, request(drbd, server_conf, nonce="n4", node="node3"), seen) is None
+    assert drbd.answer(server_conf, "not json", seen) is None
+
+
+@pytest.mark.parametrize("peer_says,fencing,fence_rc,expected", [
+    ("outdated", "stonith", None, 4),
+    ("inconsistent", "stonith", None, 3),
+    ("primary", "stonith", None, 6),
+    ("unreachable", "stonith", 0, 7),
+    ("unreachable", "stonith", 3, 1),
+    ("error: something", "stonith", 0, 7),
+    ("unreachable", "outdate", None, 5),
+])
+def test_fence_peer_exit_codes(drbd, monkeypatch, peer_says, fencing, fence_rc, expected):
+    calls = []
+    monkeypatch.setattr(drbd, "ask_peer_to_outdate", lambda conf: peer_says)
+
+    def run(argv, check=True, timeout=120):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, fence_rc, "", "")
+
+    monkeypatch.setattr(drbd, "run", run)
+    assert drbd.fence_peer(dict(CONF, fencing=fencing)) == expected
+    # Power is only cut when the peer could not be outdated, and only in stonith mode.
+    assert bool(calls) == (fence_rc is not None)
+    if calls:
+        assert calls[0] == ["/usr/local/sbin/bluemind-ha-fence", "off"]
+
+
+def states_in_turn(*states):
+    """resource_state() answers each state in turn, then repeats the last one."""
+    seen = []
+
+    def state(conf):
+        seen.append(1)
+        return dict(states[min(len(seen), len(states)) - 1])
+    return state
+
+
+def test_promote_refuses_an_outdated_disk_or_a_peer_that_stays_primary(drbd, monkeypatch):
+    monkeypatch.setattr(drbd, "resource_state", states_in_turn(
+        {"up": True, "role": "Secondary", "disk": "Outdated", "peer_role": "Unknown"}))
+    with pytest.raises(drbd.DrbdError) as outdated:
+        drbd.do_promote(CONF)
+    assert outdated.value.code == drbd.NOT_UPTODATE
+    monkeypatch.setattr(drbd, "resource_state", states_in_turn(
+        {"up": True, "role": "Secondary", "disk": "UpToDate", "peer_role": "Primary", "connection": "Connected"}))
+    monkeypatch.setattr(drbd, "run", lambda *a, **k: pytest.fail("promoted beside a Primary"))
+    with pytest.raises(drbd.DrbdError) as primary:
+        drbd.do_promote(CONF)
+    assert primary.value.code == drbd.PEER_PRIMARY
+
+
+def test_promote_waits_for_drbd_to_notice_a_dead_primary(drbd, monkeypatch):
+    """Powered off, the old Primary is still shown as Primary until DRBD's ping
+    times out: promote waits that long instead of refusing."""
+    alive = {"up": True, "role": "Secondary", "disk": "UpToDate", "peer_role": "Primary", "connection": "Connected"}
+    gone = dict(alive, peer_role="Unknown", connection="WFConnection", peer_disk="DUnknown")
+    monkeypatch.setattr(drbd, "resource_state", states_in_turn(alive, alive, gone, dict(gone, role="Primary")))
+    calls = []
+    monkeypatch.setattr(drbd, "run", lambda argv, **k: calls.append(argv) or subprocess.CompletedProcess(argv, 0, "", ""))
+    assert drbd.do_promote(dict(CONF, peer_wait=30)) is True
+    assert calls == [["drbdadm", "primary", "bluemind"]]
+
+
+def test_a_connected_node_waits_for_the_link_to_drop_before_outdating(drbd, monkeypatch):
+    """The peer lost the link first; DRBD refuses to outdate a connected disk."""
+    connected = {"up": True, "role": "Secondary", "disk": "UpToDate", "connection": "Connected"}
+    lost = dict(connected, connection="WFConnection")
+    monkeypatch.setattr(drbd, "resource_state", states_in_turn(connected, connected, lost, dict(lost, disk="Outdated")))
+    calls = []
+    monkeypatch.setattr(drbd, "run", lambda argv, **k: calls.append(argv) or subprocess.CompletedProcess(argv, 0, "", ""))
+    assert drbd.outdate_locally(dict(CONF, disconnect_wait=30)) == "outdated"
+    assert calls == [["drbdadm", "outdate", "bluemind"]]
+
+
+def test_a_handler_started_without_standard_streams_still_answers(tmp_path):
+    """DRBD runs its handlers from the kernel with fds 0-2 closed: the command
+    must still log and exit with its own code (2: no configuration), not crash (1)."""
+    proc = subprocess.run([sys.executable, str(SOURCE), "--config", str(tmp_path / "none.json"), "fence-peer"],
+                          preexec_fn=lambda: [os.close(fd) for fd in (0, 1, 2)], check=False)
+    assert proc.returncode == 1  # fence-peer reports every failure as 1 (I/O stays frozen)
+    proc = subprocess.run([sys.executable, str(SOURCE), "--config", str(tmp_path / "none.json"), "status"],
+                          preexec_fn=lambda: [os.close(fd) for fd in (0, 1, 2)], check=False)
+    assert proc.returncode == 2
+
+
+def test_probe_needs_its_three_arguments(drbd):
+    assert drbd.probe_args(["--resource", "bluemind", "--minor", "0", "--disk", "/dev/vdb"]) == ("bluemind", 0, "/dev/vdb")
+    for bad in (["--resource", "bluemind"], ["--resource", "r", "--minor", "x", "--disk", "/dev/vdb"]):
+        with pytest.raises(drbd.DrbdError) as usage:
+            drbd.probe_args(bad)
+        assert usage.value.code == drbd.USAGE
+
+
+def test_an_unreachable_peer_answers_unreachable(drbd):
+    conf = dict(CONF, peer_address="127.0.0.1", outdate_port=9, outdate_timeout=0.5)
+    assert drbd.ask_peer_to_outdate(conf) == "unreachable"
