@@ -14,9 +14,9 @@ TEMPLATES = Path(__file__).resolve().parents[3] / "roles" / "drbd" / "templates"
 def render(name, **overrides):
     hostvars = {
         "node1": {"bluemind_ha_drbd_disk": "/dev/disk/by-id/virtio-drbd", "bluemind_ha_replication_address": "10.60.0.11",
-                  "bluemind_ha_address": "192.168.60.11", "preflight_node_info": {"hostname": "bm-a"}},
+                  "bluemind_ha_address": "192.168.60.11", "preflight_node_info": {"ha_node": {"hostname": "bm-a"}}},
         "node2": {"bluemind_ha_drbd_disk": "/dev/sdb", "bluemind_ha_replication_address": "10.60.0.12",
-                  "bluemind_ha_address": "192.168.60.12", "preflight_node_info": {"hostname": "bm-b"}},
+                  "bluemind_ha_address": "192.168.60.12", "preflight_node_info": {"ha_node": {"hostname": "bm-b"}}},
     }
     variables = {
         "ansible_managed": "managed", "inventory_hostname": "node1", "ansible_play_hosts_all": ["node2", "node1"],
