@@ -70,6 +70,9 @@ test: deps venv  ## Run the whole suite: lint, sanity, unit, image, every scenar
 
 LAB_STORAGE ?= drbd
 LAB_INVENTORY := $(CURDIR)/.cache/lab/hosts.yml
+# Where prepare builds the lab's BlueMind stand-in repository (a test double); the
+# scenarios' inventory variables find it through this variable, as under molecule.
+lab: export MOLECULE_EPHEMERAL_DIRECTORY := $(CURDIR)/.cache/lab
 .PHONY: lab
 lab: deps venv image  ## Boot the local lab (LAB_STORAGE=drbd|san) and deploy the pair on it.
 	$(BIN)/python tests/lab/labctl.py up --lab demo-$(LAB_STORAGE) \

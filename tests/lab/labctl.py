@@ -15,6 +15,8 @@ each VM's QEMU monitor.
     labctl.py console L VM [--tail N]                 the VM's serial console
     labctl.py ssh L VM [COMMAND...]                   a shell or a command
     labctl.py list                                    the labs and their VMs
+    labctl.py serve-repo --dir DIR --port PORT        serve DIR over HTTP on 127.0.0.1:PORT
+    labctl.py repo --lab L --dir DIR                  build the BlueMind stand-in repository, serve it to L
 
 Power semantics (shared with the Redfish test double): "off" ends the QEMU process
 at once, like pulling the plug (no CPU, disk or network activity after it); "on"
@@ -71,6 +73,7 @@ SSH_OFFSET = 10
 BMC_OFFSET = 50             # Redfish test doubles, one per VM
 SERVICE_OFFSET = 90         # host-side services of a lab (repositories, receivers)
 TIME_OFFSET = 91            # the lab's NTP server (UDP), reached by guests at 10.0.2.2
+REPO_OFFSET = 92            # a package repository (HTTP), e.g. the BlueMind stand-in (tests/lab/bm_standin)
 # Every VM reaches the management controller (Redfish test double) of the lab's
 # VM number i at BMC_GUEST_NET.(BMC_GUEST_FIRST + i):443, whatever the lab's ports.
 BMC_GUEST_NET = "10.0.2"
@@ -525,6 +528,17 @@ class Lab:
         servers, so that chrony on the guests reports a synchronised clock."""
         self.start_service("time", "serve-time", "--port", str(self.port(TIME_OFFSET)))
 
+    def start_repo(self, directory: Path) -> str:
+        """Serve DIRECTORY (a package repository, such as the BlueMind stand-in
+        built by tests/lab/bm_standin/build.py) over HTTP to the lab's guests; the
+        URL they reach it at. Not started by up: the scenarios that need it do."""
+        port = self.port(REPO_OFFSET)
+        if self.start_service("repo", "serve-repo", "--dir", str(Path(directory).resolve()), "--port", str(port)):
+            deadline = time.monotonic() + 10
+            while port_free(port) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return f"http://{HOST_FROM_GUEST}:{port}"
+
     def start_bmc_doubles(self) -> None:
         """The management controllers of the VMs (test doubles of a BMC's Redfish
         service): one HTTPS port per VM on the host, relayed into every guest."""
@@ -869,6 +883,60 @@ def cmd_serve_time(args) -> int:
             sock.sendto(reply, peer)
 
 
+def cmd_serve_repo(args) -> int:
+    """A plain threaded HTTP file server of a directory, for the guests (10.0.2.2:PORT).
+    Never serves a gnupg/ directory (the stand-in repository keeps its throwaway
+    signing key there)."""
+    import functools
+    import http.server
+
+    directory = Path(args.dir).resolve()
+    if not directory.is_dir():
+        raise LabError(f"serve-repo: {directory} is not a directory")
+    hidden = directory / "gnupg"
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def send_head(self):
+            target = Path(self.translate_path(self.path)).resolve()
+            if target == hidden or hidden in target.parents:
+                self.send_error(404)
+                return None
+            return super().send_head()
+
+        def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+            sys.stdout.write(f"{time.strftime('%H:%M:%S')} {self.address_string()} {format % args}\n")
+            sys.stdout.flush()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port),
+                                             functools.partial(Handler, directory=str(directory)))
+    server.daemon_threads = True
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    server.serve_forever(poll_interval=0.2)
+    server.server_close()
+    return 0
+
+
+def cmd_repo(args) -> int:
+    """Build the BlueMind stand-in repository (a test double, tests/lab/bm_standin)
+    for the lab's repository URL into DIR, serve it to the lab's guests, and print
+    what was built (URL, apt line, subscription archive, signing key) as JSON."""
+    import importlib.util
+
+    lab = Lab(args.lab)
+    if not lab.exists():
+        raise LabError(f"lab {args.lab} does not exist")
+    source = Path(__file__).resolve().parent / "bm_standin" / "build.py"
+    spec = importlib.util.spec_from_file_location("bm_standin_build", source)
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    directory = Path(args.dir).resolve()
+    url = f"http://{HOST_FROM_GUEST}:{lab.port(REPO_OFFSET)}"
+    built = builder.build(directory, url, args.versions.split(","))
+    served = lab.start_repo(directory)
+    print(json.dumps(dict(built, url=served, directory=str(directory))))
+    return 0
+
+
 def cmd_info(args) -> int:
     lab = Lab(args.lab)
     if not lab.exists():
@@ -923,6 +991,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_ssh)
     sub.add_parser("list").set_defaults(func=cmd_list)
+    p = sub.add_parser("repo", help="build the BlueMind stand-in repository (test double) and serve it to the lab")
+    p.add_argument("--lab", required=True)
+    p.add_argument("--dir", required=True)
+    p.add_argument("--versions", default="5.1.100,5.1.101")
+    p.set_defaults(func=cmd_repo)
     p = sub.add_parser("info", help="print the lab's metadata (ports, time server) as JSON")
     p.add_argument("--lab", required=True)
     p.set_defaults(func=cmd_info)
@@ -935,6 +1008,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("serve-time", help="NTP server for the guests (started by up)")
     p.add_argument("--port", type=int, required=True)
     p.set_defaults(func=cmd_serve_time)
+    p = sub.add_parser("serve-repo", help="serve a directory (a package repository) over HTTP to the guests")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.set_defaults(func=cmd_serve_repo)
     args = parser.parse_args(argv)
     if getattr(args, "cmd", None) == "down" and not (args.lab or args.all):
         parser.error("down needs --lab NAME or --all")

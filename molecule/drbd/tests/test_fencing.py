@@ -45,8 +45,19 @@ def wait_back(node: str, old_boot: str):
         except (RuntimeError, AssertionError):
             return False
     labtopo.wait_for(booted, 240, f"{node} to boot again", interval=2)
+    # BACKUP, not FAULT, once its DRBD disk has resynced (the controller's health
+    # check: a node that could not take over stays in FAULT).
     labtopo.wait_for(lambda: labtopo.vm(node).run("cut -d' ' -f1 /run/bluemind-ha/vrrp-state").stdout.strip()
-                     == "BACKUP", 60, f"{node} to rejoin as VRRP BACKUP")
+                     == "BACKUP", 300, f"{node} to rejoin as VRRP BACKUP")
+
+
+def settled_alone(node: str) -> bool:
+    """node runs BlueMind, its DRBD has noticed the peer is gone and no fence-peer
+    is in flight (I/O not suspended)."""
+    drbd = json.loads(labtopo.vm(node).check_output("bluemind-ha-drbd status --json"))
+    mine = json.loads(labtopo.vm(node).check_output("bluemind-ha status --json"))
+    return (drbd.get("connection") != "Connected" and not drbd.get("io_suspended")
+            and mine["role"] == "active" and mine["bluemind"] == "CORE_STATE_RUNNING")
 
 
 def holder() -> str:
@@ -69,6 +80,11 @@ def test_each_node_powers_the_other_off_and_on():
         assert again.rc == 0 and "already off" in again.stderr, again.stderr
         # No delay and no agent action for a peer already off.
         assert time.monotonic() - start < 10
+        # DRBD on the caller notices the loss only at its ping timeout (up to
+        # ~20 s), then its fence-peer runs (and, if the target was active, the
+        # caller takes over). A node powered on before that is over is fenced again
+        # (a fresh boot looks like a partition): wait until the caller has settled.
+        labtopo.wait_for(lambda: settled_alone(caller), 180, f"{caller} to settle without {target}")
         result = fence(caller, "on")
         assert result.rc == 0, result.stderr
         assert host_power(target) == "On"
@@ -123,7 +139,10 @@ def test_in_a_partition_the_active_node_wins():
         outcomes = {n: (rc, took) for n, rc, took in pool.map(call, [active, passive])}
     assert outcomes[active][0] == 0, outcomes
     assert host_power(passive) == "Off" and host_power(active) == "On", outcomes
-    # Bring the loser back and read its fencing log, which survives the power cut.
+    # Bring the loser back and read its fencing log, which survives the power cut;
+    # not before the winner's DRBD has noticed the loss and fenced (as in the check
+    # above: a node booting while fence-peer runs is powered off again).
+    labtopo.wait_for(lambda: settled_alone(active), 180, f"{active} to settle without {passive}")
     labtopo.labctl("power", LAB, passive, "on")
     wait_back(passive, passive_boot)
     log = labtopo.vm(passive).check_output("cat /var/log/bluemind-ha/fence.log")

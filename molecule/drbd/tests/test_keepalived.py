@@ -1,13 +1,13 @@
 """The floating IP under keepalived, on the live pair: one holder after converge,
 bad input refused before any change, a configuration change that reloads without
-moving the IP, and the faults that must move it (power-off, keepalived stopped,
-health check failing) without ever leaving it on both nodes or moving it back.
+moving the IP, and the faults that must move it (keepalived stopped, health check
+failing, public link lost) without ever leaving it on both nodes or moving it
+back; BlueMind follows it each time (the failover controller). The power-off of
+the holder is test_bluemind's failover check.
 
 A watcher on each node samples every 0.2 s whether the node holds the floating IP;
 the last test reads every sample and fails if both nodes held it at once."""
 import json
-import os
-import statistics
 import time
 from pathlib import Path
 
@@ -27,7 +27,6 @@ while :; do
     sleep 0.2
 done
 """
-RESULTS = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs"
 
 
 def holders() -> list[str]:
@@ -54,13 +53,20 @@ def start_watcher(node: str):
 
 
 def wait_holder(node: str, timeout: float = 30) -> float:
-    """Poll on the node itself until it holds the floating IP; its clock (chrony,
-    synchronised with the host) at that moment."""
-    out = labtopo.vm(node).run(
-        f"end=$(( $(date +%s) + {int(timeout)} )); while [ $(date +%s) -lt $end ]; do"
-        f" if ip -o addr show to {VIP} | grep -q .; then date +%s.%N; exit 0; fi; sleep 0.05; done; exit 1")
-    assert out.rc == 0, f"{node} did not take the floating IP within {timeout} s"
-    return float(out.stdout.strip())
+    return labtopo.wait_vip(node, VIP, timeout)
+
+
+def controller(node: str) -> dict:
+    return json.loads(labtopo.vm(node).check_output("bluemind-ha status --json"))
+
+
+def wait_bluemind_follows(node: str):
+    """The failover controller follows the floating IP: node active with BlueMind
+    running, its peer passive (so the next fault starts from a settled pair)."""
+    def settled():
+        mine, peer = controller(node), controller(other(node))
+        return (mine["role"], mine["bluemind"], peer["role"]) == ("active", "CORE_STATE_RUNNING", "passive")
+    labtopo.wait_for(settled, 300, f"BlueMind to run on {node} only")
 
 
 def assert_stays(node: str, seconds: float):
@@ -125,33 +131,29 @@ def test_bad_input_is_refused_before_any_change(inventory, extra_vars, variable)
     assert not any("Install keepalived" in name for name, host, r in labtopo.task_results(report))
 
 
-def drbd_roles() -> dict:
-    return {n: json.loads(labtopo.vm(n).check_output("bluemind-ha-drbd status --json"))["role"] for n in NODES}
+def keepalived_play(tmp_path: Path) -> Path:
+    """The preflight and keepalived plays of site.yml, alone: that a whole second
+    converge leaves storage and BlueMind alone is test_bluemind's re-run of
+    site.yml (after failovers, with data on the storage)."""
+    play = tmp_path / "keepalived.yml"
+    play.write_text(
+        "- name: Preflight\n  ansible.builtin.import_playbook: bluemind_ha.cluster.preflight\n"
+        "- name: The floating IP alone\n  hosts: bluemind_ha\n  gather_facts: false\n  become: true\n"
+        "  roles:\n    - role: bluemind_ha.cluster.keepalived\n")
+    return play
 
 
-def test_configuration_change_reloads_without_moving_the_ip(inventory):
-    """A second converge of the running pair, after data was written on the
-    replicated disk: keepalived reloads, the storage is left alone."""
+def test_configuration_change_reloads_without_moving_the_ip(inventory, tmp_path):
     holder = holders()[0]
     pids = {n: keepalived_pid(n) for n in NODES}
-    # What the failover controller does on the active node: promote, mount.
-    disk = labtopo.vm(holder)
-    disk.check_output("bluemind-ha-drbd promote && mkdir -p /mnt/reconverge && mount /dev/drbd0 /mnt/reconverge"
-                      " && head -c 4M /dev/urandom > /mnt/reconverge/data && sync")
-    roles = drbd_roles()
-    digest = disk.check_output("sha256sum < /mnt/reconverge/data")
-    report = labtopo.run_playbook("bluemind_ha.cluster.site", inventory, {"keepalived_check_interval": 3})
+    report = labtopo.run_playbook(str(keepalived_play(tmp_path)), inventory, {"keepalived_check_interval": 5})
     assert report["rc"] == 0, report["stderr"]
     changed = [name for name, host, r in labtopo.task_results(report) if r.get("changed")]
-    assert not [name for name in changed if "drbd :" in name], changed
-    assert drbd_roles() == roles
-    assert disk.check_output("sha256sum < /mnt/reconverge/data") == digest
-    disk.check_output("rm /mnt/reconverge/data && umount /mnt/reconverge && bluemind-ha-drbd demote")
     assert any("Install the VRRP configuration" in name for name in changed), changed
     assert any("Reload keepalived" in name for name in changed), changed
     assert not any("Restart keepalived" in name for name in changed), changed
     assert {n: keepalived_pid(n) for n in NODES} == pids, "keepalived was restarted, not reloaded"
-    assert "interval 3" in labtopo.vm(holder).check_output("cat /etc/keepalived/keepalived.conf")
+    assert "interval 5" in labtopo.vm(holder).check_output("cat /etc/keepalived/keepalived.conf")
     assert_stays(holder, 5)
 
 
@@ -162,7 +164,8 @@ def test_stopping_keepalived_moves_the_ip_and_it_does_not_come_back():
     wait_holder(peer, 15)
     assert holders() == [peer]
     labtopo.vm(holder).check_output("systemctl start keepalived")
-    labtopo.wait_for(lambda: vrrp_state(holder) == "BACKUP", 30, f"{holder} to be BACKUP again")
+    labtopo.wait_for(lambda: vrrp_state(holder) == "BACKUP", 60, f"{holder} to be BACKUP again")
+    wait_bluemind_follows(peer)
     assert_stays(peer, 5)
 
 
@@ -176,7 +179,8 @@ def test_failing_health_check_moves_the_ip_and_it_does_not_come_back():
         assert holders() == [peer]
     finally:
         labtopo.vm(holder).check_output("rm -f /run/bluemind-ha/drain")
-    labtopo.wait_for(lambda: vrrp_state(holder) == "BACKUP", 30, f"{holder} to leave FAULT for BACKUP")
+    labtopo.wait_for(lambda: vrrp_state(holder) == "BACKUP", 60, f"{holder} to leave FAULT for BACKUP")
+    wait_bluemind_follows(peer)
     assert_stays(peer, 5)
 
 
@@ -191,33 +195,9 @@ def test_public_link_loss_moves_the_ip_and_it_does_not_come_back():
         assert holders() == [peer]
     finally:
         labtopo.labctl("link", labtopo.lab_name(), holder, "public", "on")
-    labtopo.wait_for(lambda: vrrp_state(holder) == "BACKUP", 30, f"{holder} to be BACKUP again")
+    labtopo.wait_for(lambda: vrrp_state(holder) == "BACKUP", 60, f"{holder} to be BACKUP again")
+    wait_bluemind_follows(peer)
     assert_stays(peer, 5)
-
-
-def test_power_off_moves_the_ip_and_it_stays_after_the_reboot():
-    times = []
-    # Three runs in CI; the benchmark makes more (LAB_FAILOVER_RUNS).
-    for dummy in range(int(os.environ.get("LAB_FAILOVER_RUNS", "3"))):
-        holder = holders()[0]
-        peer = other(holder)
-        t0 = time.time()
-        labtopo.labctl("power", labtopo.lab_name(), holder, "off")
-        taken = wait_holder(peer, 30)
-        times.append(taken - t0)
-        labtopo.labctl("power", labtopo.lab_name(), holder, "on", "--wait")
-        labtopo.vm.cache_clear()
-        start_watcher(holder)
-        labtopo.wait_for(lambda: vrrp_state(holder) == "BACKUP", 60, f"{holder} to come back as BACKUP")
-        assert_stays(peer, 3)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    summary = {"runs": [round(t, 2) for t in times], "median": round(statistics.median(times), 2),
-               "min": round(min(times), 2), "max": round(max(times), 2)}
-    (RESULTS / "failover-power-off.json").write_text(json.dumps(summary))
-    print(f"power-off to floating IP on the peer: {summary}")
-    # advert_int 1 s: the backup declares the master dead after ~3.6 s; under
-    # software emulation allow for slow scheduling, not for a missed election.
-    assert summary["median"] < 8, summary
 
 
 def held_intervals(samples: list[tuple[float, int]]) -> list[tuple[float, float]]:

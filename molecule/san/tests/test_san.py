@@ -1,9 +1,11 @@
 """The san role on the lab's array (LIO, two portals, CHAP): after converge each
-node has one multipath map with a path per fabric, the filesystem exists once,
-both keys are registered and nobody holds the LUN. Then the LUN command is put
-through what the failover controller will ask of it: claim, takeover by
-preemption (the old holder can no longer write), safe mode on a foreign
-signature, and a fabric link cut under a running writer."""
+node has one multipath map with a path per fabric, the active node holds the LUN
+with the filesystem mounted and the passive node is registered. Then the pair is
+parked (keepalived stopped on both nodes: each controller deactivates, nobody
+holds the LUN) and the LUN command is put through what the failover controller
+asks of it: claim, takeover by preemption (the old holder can no longer write),
+safe mode on a foreign signature, a fabric link cut under a running writer.
+These checks run after test_bluemind (file order) and leave BlueMind parked."""
 import json
 import os
 import statistics
@@ -51,6 +53,41 @@ def status(node: str) -> dict:
     return json.loads(san(node, "status --json").stdout)
 
 
+def vip_holder() -> str:
+    vip = VARS["bluemind_ha_vip"].split("/")[0]
+    held = [n for n in NODES if labtopo.vm(n).run(f"ip -o addr show to {vip}").stdout.strip()]
+    assert len(held) == 1, held
+    return held[0]
+
+
+def controller(node: str) -> dict:
+    return json.loads(labtopo.vm(node).check_output("bluemind-ha status --json"))
+
+
+@pytest.fixture(scope="module")
+def parked():
+    """keepalived stopped (and kept off across the reboot of the last check) on
+    both nodes: each controller deactivates (stops BlueMind, unmounts, releases
+    the LUN). The later checks own the LUN."""
+    for node in NODES:
+        labtopo.vm(node).check_output("systemctl disable --now keepalived")
+    for node in NODES:
+        labtopo.wait_for(lambda n=node: controller(n)["role"] == "passive" and not status(n)["mounted_here"],
+                         300, f"{node}'s controller to deactivate")
+    labtopo.wait_for(lambda: status(NODES[0])["holder"] is None, 60, "the LUN to be released")
+    yield
+
+
+def test_the_active_node_holds_the_lun_with_the_filesystem_mounted():
+    active = vip_holder()
+    passive = next(n for n in NODES if n != active)
+    mine, theirs = status(active), status(passive)
+    assert mine["held_here"] and mine["mounted_here"], mine
+    assert not theirs["held_here"] and not theirs["mounted_here"], theirs
+    assert mine["registered"] == sorted(NODES), mine
+    assert controller(active)["mounted"] and not controller(passive)["mounted"]
+
+
 @pytest.mark.parametrize("node", NODES)
 def test_one_map_with_an_active_path_per_fabric(node):
     info = status(node)
@@ -83,7 +120,7 @@ def test_iscsi_sessions_are_tuned_automatic_and_use_chap(node):
         assert host.file(path).mode & 0o077 == 0, f"{node}: {path} holds the CHAP secret and is not root-only"
 
 
-def test_the_filesystem_exists_once_and_is_not_in_fstab():
+def test_the_filesystem_exists_once_and_is_not_in_fstab(parked):
     uuids = set()
     for node in NODES:
         host = labtopo.vm(node)
@@ -96,7 +133,7 @@ def test_the_filesystem_exists_once_and_is_not_in_fstab():
     assert len(uuids) == 1
 
 
-def test_both_keys_are_registered_and_nobody_holds_the_lun():
+def test_both_keys_are_registered_and_nobody_holds_the_lun(parked):
     for node in NODES:
         info = status(node)
         assert info["registered"] == sorted(NODES) and info["holder"] is None, info
@@ -142,7 +179,7 @@ def filesystem_play(tmp_path: Path) -> Path:
     return play
 
 
-def test_a_foreign_signature_is_refused_in_safe_mode(tmp_path):
+def test_a_foreign_signature_is_refused_in_safe_mode(parked, tmp_path):
     inventory = labtopo.write_inventory(tmp_path / "hosts.yml")
     play = filesystem_play(tmp_path)
     node1 = labtopo.vm(NODES[0])
@@ -161,7 +198,7 @@ def test_a_foreign_signature_is_refused_in_safe_mode(tmp_path):
     assert node1.check_output(f"blkid -p -s UUID -o value {DEVICE}") == uuid, "the second run formatted again"
 
 
-def test_takeover_preempts_and_the_old_holder_can_no_longer_write():
+def test_takeover_preempts_and_the_old_holder_can_no_longer_write(parked):
     (n1, n2) = NODES
     first, second = labtopo.vm(n1), labtopo.vm(n2)
     assert json.loads(san(n1, "claim").stdout)["how"] == "reserved"
@@ -198,7 +235,7 @@ def test_takeover_preempts_and_the_old_holder_can_no_longer_write():
     print(f"takeover by preemption: {result}")
 
 
-def test_a_fabric_link_cut_under_a_writer_causes_no_io_error():
+def test_a_fabric_link_cut_under_a_writer_causes_no_io_error(parked):
     """node2 holds the LUN (previous test). Cut its first fabric while a writer
     fsyncs a record every 50 ms, restore it, and check every record."""
     n2 = NODES[1]
@@ -251,7 +288,7 @@ def test_a_fabric_link_cut_under_a_writer_causes_no_io_error():
     assert san(n2, "holder").stdout.strip() == "none"
 
 
-def test_a_fenced_node_rejoins_by_itself_after_a_reboot():
+def test_a_fenced_node_rejoins_by_itself_after_a_reboot(parked):
     """node2 takes the LUN and removes node1's key (what a takeover does to the
     old holder). node1 is then powered off and on: at boot open-iscsi logs in
     again, multipath rebuilds the map, and bluemind-ha-san-register.service

@@ -155,3 +155,79 @@ def task_results(report: dict):
         for task in play.get("tasks", []):
             for host, result in task.get("hosts", {}).items():
                 yield task["task"]["name"], host, result
+
+
+# Test instrument, run on a node: fsyncs numbered records into a file and prints
+# an acknowledgement for each (or the errno of a failed write).
+WRITER = r"""
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+seq, end = int(sys.argv[2]), time.time() + float(sys.argv[3])
+while time.time() < end and not os.path.exists("/var/tmp/writer.stop"):
+    seq += 1
+    try:
+        os.write(fd, b"%08d\n" % seq)
+        os.fsync(fd)
+        print("ack %d %.3f" % (seq, time.time()), flush=True)
+    except OSError as exc:
+        print("err %d %.3f %d" % (seq, time.time(), exc.errno), flush=True)
+    time.sleep(0.05)
+"""
+
+
+class Writer:
+    """Writes numbered records into a file on a node over SSH; each acknowledgement
+    is recorded here, on the host, so it survives the power-off of that node."""
+
+    def __init__(self, node: str, path: str, start: int = 0, seconds: int = 240):
+        import subprocess
+        import threading
+
+        inst = instances()[node]
+        vm(node).check_output(f"rm -f /var/tmp/writer.stop; cat > /var/tmp/writer.py <<'EOF'\n{WRITER}\nEOF")
+        self.acked: list[int] = []
+        self.errors: list[str] = []
+        self.proc = subprocess.Popen(
+            ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+             "-i", inst["identity_file"], "-p", str(inst["port"]), f"{inst['user']}@{inst['address']}",
+             f"python3 /var/tmp/writer.py {path} {start} {seconds}"],
+            stdout=subprocess.PIPE, text=True)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            fields = line.split()
+            if fields and fields[0] == "ack":
+                self.acked.append(int(fields[1]))
+            elif fields and fields[0] == "err":
+                self.errors.append(line.strip())
+
+    def stop(self, node: str | None = None):
+        import subprocess
+
+        if node:
+            vm(node).run("touch /var/tmp/writer.stop")
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.thread.join(timeout=10)
+
+
+def records(node: str, path: str) -> set[int]:
+    """The writer's records in path on node; none when there is no file yet (a file
+    that should be there and is not then shows every acknowledged write missing)."""
+    out = vm(node).run(f"cat {path}")
+    assert out.rc == 0 or "No such file" in out.stderr, out.stderr
+    return {int(s) for s in out.stdout.split()}
+
+
+def wait_vip(node: str, vip: str, timeout: float = 30) -> float:
+    """Poll on the node itself until it holds the floating IP; its clock (chrony,
+    synchronised with the host) at that moment."""
+    out = vm(node).run(
+        f"end=$(( $(date +%s) + {int(timeout)} )); while [ $(date +%s) -lt $end ]; do"
+        f" if ip -o addr show to {vip} | grep -q .; then date +%s.%N; exit 0; fi; sleep 0.05; done; exit 1")
+    assert out.rc == 0, f"{node} did not take the floating IP within {timeout} s"
+    return float(out.stdout.strip())

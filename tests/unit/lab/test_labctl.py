@@ -1,8 +1,15 @@
 """Unit tests of the lab tool's pure parts: topology, QEMU command lines, ports,
-image cache key. The VMs themselves are exercised by the molecule scenarios."""
+image cache key; and of its repository server. The VMs themselves are exercised by
+the molecule scenarios."""
 import importlib.util
 import json
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -215,3 +222,57 @@ def test_redfish_double_speaks_what_fence_redfish_uses(labctl):
     assert vm.calls == ["off", "on", "off", "on"]
     assert bmc.handle("POST", target, good, b'{"ResetType": "Explode"}')[0] == 400
     assert bmc.handle("GET", "/redfish/v1/Managers", good, b"")[0] == 404
+
+
+def test_repository_port_is_the_labs_own(labctl):
+    offsets = {labctl.SERVICE_OFFSET, labctl.TIME_OFFSET}
+    assert labctl.REPO_OFFSET not in offsets
+    assert labctl.REPO_OFFSET >= labctl.BMC_OFFSET + 40  # after room for 40 VMs' controllers
+    assert labctl.SSH_OFFSET <= labctl.REPO_OFFSET < labctl.PORT_STRIDE  # checked free by allocate_port_base
+
+
+def test_start_repo_serves_a_directory_to_the_guests(labctl, tmp_path, monkeypatch):
+    lab, _spec = define(labctl, tmp_path)
+    calls = []
+    monkeypatch.setattr(lab, "start_service", lambda *args: calls.append(args) or False)
+    url = lab.start_repo(tmp_path / "repo")
+    port = lab.meta["port_base"] + labctl.REPO_OFFSET
+    assert url == f"http://10.0.2.2:{port}"
+    assert calls == [("repo", "serve-repo", "--dir", str((tmp_path / "repo").resolve()), "--port", str(port))]
+
+
+def test_serve_repo_serves_files_but_never_the_signing_key(tmp_path):
+    (tmp_path / "dists").mkdir()
+    (tmp_path / "dists" / "Release").write_text("Codename: bookworm\n")
+    (tmp_path / "gnupg").mkdir()
+    (tmp_path / "gnupg" / "secret.key").write_text("private")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(LABCTL), "serve-repo", "--dir", str(tmp_path), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def status(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, b""
+
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert status("/dists/Release") == (200, b"Codename: bookworm\n")
+                break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        for path in ("/gnupg/secret.key", "/%67nupg/secret.key", "/dists/../gnupg/secret.key", "/gnupg/"):
+            assert status(path)[0] == 404, path
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

@@ -68,3 +68,46 @@ def test_options(overrides, present, absent):
         assert snippet in text
     for snippet in absent:
         assert snippet not in text
+
+
+VRRP = TEMPLATE.parent / "vrrp.j2"
+
+
+def vrrp_script(tmp_path: Path) -> Path:
+    """The vrrp script as the role renders it, with its run directory moved into
+    tmp_path and a notify command that records what it was asked."""
+    variables = {"ansible_managed": "managed", "keepalived_script_user": "keepalived_script",
+                 "keepalived_check_command": "true", "keepalived_track_uplink": [],
+                 "keepalived_notify_command": f"echo >> {tmp_path}/applied"}
+    text = Templar(loader=DataLoader(), variables=variables).template(trust_as_template(VRRP.read_text()))
+    script = tmp_path / "vrrp"
+    script.write_text(text.replace("/run/bluemind-ha", str(tmp_path / "run")))
+    script.chmod(0o755)
+    return script
+
+
+def notify(script: Path, state: str):
+    import subprocess
+
+    subprocess.run([str(script), "notify", "GROUP", "BLUEMIND", state, "150"], check=True)
+
+
+def test_notify_records_the_state_and_hands_it_over(tmp_path):
+    script = vrrp_script(tmp_path)
+    notify(script, "BACKUP")
+    notify(script, "MASTER")
+    assert (tmp_path / "run" / "vrrp-state").read_text().split()[0] == "MASTER"
+    assert (tmp_path / "applied").read_text().split() == ["BACKUP", "MASTER"]
+
+
+def test_a_notify_forked_before_the_last_applied_one_is_ignored(tmp_path):
+    """keepalived forks notifies without waiting: a BACKUP forked before a MASTER
+    that has already been applied must not undo it."""
+    script = vrrp_script(tmp_path)
+    notify(script, "MASTER")
+    last = (tmp_path / "run" / "notify.last").read_text().split()
+    # As if a newer notify (forked a second later) had been applied meanwhile.
+    (tmp_path / "run" / "notify.last").write_text(f"{int(last[0]) + 100} 1\n")
+    notify(script, "BACKUP")
+    assert (tmp_path / "run" / "vrrp-state").read_text().split()[0] == "MASTER"
+    assert (tmp_path / "applied").read_text().split() == ["MASTER"]

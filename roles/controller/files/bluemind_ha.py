@@ -1,0 +1,790 @@
+# Copyright: contributors to bluemind_ha.cluster
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""bluemind-ha - the failover controller of a BlueMind HA pair, on each node.
+
+usage: bluemind-ha [--config FILE] COMMAND [ARGS]
+
+  activate [--reason TEXT]    take the active role: claim the storage (DRBD
+                              promotion or SAN reservation, which fence the peer
+                              when its state is unknown), mount it, expose the
+                              BlueMind paths, start the services in the vendor's
+                              order, wait (bounded) until BlueMind answers
+                              CORE_STATE_RUNNING
+  deactivate [--reason TEXT]  the reverse; a filesystem that will not unmount is
+                              freed by stopping its holders, and as a last resort
+                              the node reboots: a node never keeps the storage
+  health                      exit 0 when this node is fine in its role (keepalived's
+                              check): active, BlueMind answers; passive, it could
+                              take over; an activation in progress counts as fine
+  notify STATE                keepalived's entry point: MASTER starts the activate
+                              unit, BACKUP, FAULT and STOP the deactivate unit
+  status [--json]             role, VRRP state, storage, mounts, services,
+                              BlueMind's state, the last transitions, the peer as
+                              the storage sees it
+
+activate and deactivate are idempotent and serialised by a lock; every step is
+bounded, and logged to the journal (identifier bluemind-ha) with its duration.
+Each transition is recorded in /var/lib/bluemind-ha/transitions.jsonl and, when
+configured, sent to the administrators by email (through a relay, never the local
+BlueMind mail service) and to a webhook. An alert that fails never blocks.
+
+Exit codes: 0 done, 1 failed, 2 usage or configuration, 3 busy (lock timeout),
+4 the storage could not be claimed or released.
+"""
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import syslog
+import time
+import urllib.parse
+
+# smtplib, email and urllib.request are imported where an alert is sent: the
+# health check (keepalived runs it every few seconds) stays light.
+
+CONFIG = "/etc/bluemind-ha/controller.json"
+RUN = "/run/bluemind-ha"
+HISTORY = "/var/lib/bluemind-ha/transitions.jsonl"
+OK, FAILED, USAGE, BUSY, STORAGE = 0, 1, 2, 3, 4
+READY_STATES = ("CORE_STATE_RUNNING",)
+COMMANDS = ("activate", "deactivate", "health", "notify", "status")
+
+
+class HaError(Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+class Interrupted(Exception):
+    """SIGTERM: systemd stops this transition (the opposite one was asked for)."""
+
+
+def log(message, priority=syslog.LOG_NOTICE):
+    """To the journal (identifier bluemind-ha), and to an operator's terminal. Not
+    to stderr when systemd already sends stderr to the journal (JOURNAL_STREAM):
+    each record would be there twice."""
+    syslog.syslog(priority, message)
+    if "JOURNAL_STREAM" in os.environ:
+        return
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.write(message + "\n")
+
+
+def run(argv, timeout, check=True):
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise HaError(FAILED, f"{' '.join(argv)} did not finish within {timeout} s") from exc
+    except OSError as exc:
+        raise HaError(FAILED, f"cannot run {argv[0]}: {exc}") from exc
+    if check and proc.returncode != 0:
+        raise HaError(FAILED, f"{' '.join(argv)} failed (exit {proc.returncode}): "
+                              f"{(proc.stderr or proc.stdout).strip()[-400:]}")
+    return proc
+
+
+# ---------------------------------------------------------------- configuration
+
+DEFAULTS = {
+    "mountpoint": "/srv/bluemind-ha",
+    "fstype": "ext4",
+    "mount_options": "noatime",
+    "paths": [],
+    "units_before": ["postgresql.service"],
+    "target": "bluemind.target",
+    "units_after": ["bm-nginx.service", "postfix.service"],
+    "state_url": "http://127.0.0.1:8090/api/system/installation/state",
+    "checks": [],
+    "claim_timeout": 300,
+    "step_timeout": 120,
+    "start_timeout": 900,
+    "stop_timeout": 300,
+    "lock_timeout": 900,
+    "unmount_attempts": 3,
+    "reboot_if_stuck": True,
+    "alert_file": "/etc/bluemind-ha/alert.json",
+    "history_size": 200,
+}
+
+
+def load(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            conf = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise HaError(USAGE, f"cannot read {path}: {exc}") from exc
+    missing = [k for k in ("node", "peer", "storage", "device") if k not in conf]
+    if missing:
+        raise HaError(USAGE, f"{path} lacks {', '.join(missing)}")
+    if conf["storage"] not in ("drbd", "san"):
+        raise HaError(USAGE, f"{path}: storage must be drbd or san, not {conf['storage']}")
+    for key, value in DEFAULTS.items():
+        conf.setdefault(key, value)
+    return conf
+
+
+def storage_command(conf, action):
+    """The storage role's command for claim, release and status."""
+    if conf["storage"] == "drbd":
+        return {"claim": ["bluemind-ha-drbd", "promote"], "release": ["bluemind-ha-drbd", "demote"],
+                "status": ["bluemind-ha-drbd", "status", "--json"]}[action]
+    return {"claim": ["bluemind-ha-san", "claim"], "release": ["bluemind-ha-san", "release"],
+            "status": ["bluemind-ha-san", "status", "--json"]}[action]
+
+
+def data_path(conf, path):
+    """Where a BlueMind path lives on the HA filesystem."""
+    return os.path.join(conf["mountpoint"], "data", path.lstrip("/"))
+
+
+# ---------------------------------------------------------------- mounts
+
+def mounts(mountinfo="/proc/self/mountinfo"):
+    """Mount points of this namespace, in mount order: [(target, root, source)]."""
+    found = []
+    with open(mountinfo, encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.split()
+            sep = fields.index("-")
+            found.append((unescape(fields[4]), unescape(fields[3]), fields[sep + 2]))
+    return found
+
+
+def unescape(text):
+    return text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def is_mountpoint(path, table):
+    return any(target == path for target, _root, _source in table)
+
+
+def our_mounts(conf, table):
+    """The controller's mounts in mount order: the HA filesystem, anything below
+    it, and the BlueMind paths bound from it."""
+    top = conf["mountpoint"].rstrip("/")
+    return [target for target, _root, _source in table
+            if target == top or target.startswith(top + "/") or target in conf["paths"]]
+
+
+# ---------------------------------------------------------------- state files
+
+def write_marker(name, content):
+    os.makedirs(RUN, mode=0o755, exist_ok=True)
+    os.chmod(RUN, 0o755)
+    tmp = os.path.join(RUN, f".{name}.new")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(content, handle)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, os.path.join(RUN, name))
+
+
+def read_marker(name):
+    try:
+        with open(os.path.join(RUN, name), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def remove_marker(name):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(RUN, name))
+
+
+def vrrp_state():
+    try:
+        with open(os.path.join(RUN, "vrrp-state"), encoding="utf-8") as handle:
+            return handle.read().split()[0]
+    except (OSError, IndexError):
+        return "UNKNOWN"
+
+
+def record(conf, entry):
+    os.makedirs(os.path.dirname(HISTORY), mode=0o755, exist_ok=True)
+    with open(HISTORY, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    with contextlib.suppress(OSError):
+        with open(HISTORY, encoding="utf-8") as handle:
+            lines = handle.readlines()
+        if len(lines) > 2 * conf["history_size"]:
+            tmp = HISTORY + ".new"
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.writelines(lines[-conf["history_size"]:])
+            os.replace(tmp, HISTORY)
+
+
+def history(limit):
+    try:
+        with open(HISTORY, encoding="utf-8") as handle:
+            lines = handle.readlines()[-limit:]
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            entries.append(json.loads(line))
+    return entries
+
+
+# ---------------------------------------------------------------- BlueMind
+
+def http_get(url, timeout):
+    """Body of a plain-HTTP GET answered 200, else None. A socket, not urllib:
+    urllib's imports cost seconds on a loaded node, and keepalived's check has a
+    timeout."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"state_url must be a plain http:// URL on this node, not {url}")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as conn:
+        conn.sendall(f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        while time.monotonic() < deadline:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    head, _sep, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].split()
+    if len(status) < 2 or status[1] != b"200":
+        return None
+    return body
+
+
+def bluemind_state(conf, timeout=5):
+    """BlueMind's installation state (a JSON string), or None when it does not answer."""
+    try:
+        body = http_get(conf["state_url"], timeout)
+        value = json.loads(body.decode() or "null") if body is not None else None
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def unit_exists(unit):
+    proc = subprocess.run(["systemctl", "show", "-p", "LoadState", "--value", unit],
+                          capture_output=True, text=True, check=False)
+    return proc.stdout.strip() not in ("", "not-found")
+
+
+def units_in_order(conf):
+    return [u for u in conf["units_before"] + [conf["target"]] + conf["units_after"] if unit_exists(u)]
+
+
+def units_down(conf):
+    """The installed units of BlueMind's start order that are not running (one
+    systemctl call: the health check runs every few seconds)."""
+    units = conf["units_before"] + [conf["target"]] + conf["units_after"]
+    proc = subprocess.run(["systemctl", "show", "-p", "Id", "-p", "LoadState", "-p", "ActiveState", "--", *units],
+                          capture_output=True, text=True, check=False)
+    down = []
+    for block in proc.stdout.strip().split("\n\n"):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if fields.get("LoadState") == "loaded" and fields.get("ActiveState") in ("inactive", "failed", "deactivating"):
+            down.append(f"{fields.get('Id')} {fields['ActiveState']}")
+    return down
+
+
+# ---------------------------------------------------------------- alerts
+
+def alert_settings(conf):
+    """Relay and webhook settings, with their secrets: a root-only file apart from
+    the configuration, which keepalived's unprivileged check must read."""
+    try:
+        with open(conf["alert_file"], encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log(f"alert: cannot read {conf['alert_file']}: {exc}", syslog.LOG_WARNING)
+        return {}
+
+
+def alert(conf, event):
+    """Journal always; email and webhook when configured. Never raises."""
+    settings = alert_settings(conf)
+    summary = (f"BlueMind HA {event['node']}: {event['transition']} {event['outcome']} in {event['seconds']} s"
+               + (f" ({event['error']})" if event.get("error") else ""))
+    log(f"alert: {summary}", syslog.LOG_CRIT if event["outcome"] != "ok" else syslog.LOG_NOTICE)
+    webhook = settings.get("webhook_url")
+    if webhook:
+        import urllib.error  # pylint: disable=import-outside-toplevel
+        import urllib.request  # pylint: disable=import-outside-toplevel
+        try:
+            body = json.dumps(dict(event, summary=summary)).encode()
+            headers = {"Content-Type": "application/json"}
+            if settings.get("webhook_token"):
+                headers["Authorization"] = f"Bearer {settings['webhook_token']}"
+            request = urllib.request.Request(webhook, data=body, headers=headers, method="POST")
+            with urllib.request.urlopen(request, timeout=settings.get("timeout", 5)):  # nosec B310 - operator's URL
+                pass
+        except (OSError, ValueError, urllib.error.URLError) as exc:
+            log(f"alert: webhook {webhook} failed: {exc}", syslog.LOG_WARNING)
+    relay = settings.get("smtp_host")
+    recipients = settings.get("email_to") or []
+    if relay and recipients:
+        import smtplib  # pylint: disable=import-outside-toplevel
+        from email.message import EmailMessage  # pylint: disable=import-outside-toplevel
+        try:
+            message = EmailMessage()
+            message["Subject"] = summary
+            message["From"] = settings.get("email_from", f"bluemind-ha@{event['node']}")
+            message["To"] = ", ".join(recipients)
+            message.set_content(json.dumps(event, indent=2))
+            with smtplib.SMTP(relay, settings.get("smtp_port", 25), timeout=settings.get("timeout", 10)) as smtp:
+                if settings.get("smtp_starttls"):
+                    smtp.starttls()
+                if settings.get("smtp_username"):
+                    smtp.login(settings["smtp_username"], settings.get("smtp_password", ""))
+                smtp.send_message(message)
+        except (OSError, smtplib.SMTPException) as exc:
+            log(f"alert: email through {relay} failed: {exc}", syslog.LOG_WARNING)
+
+
+# ---------------------------------------------------------------- transitions
+
+class Transition:
+    """One activation or deactivation: lock, steps with durations, record, alert."""
+
+    def __init__(self, conf, name, reason):
+        self.conf, self.name, self.reason = conf, name, reason
+        self.steps = []
+        self.start = time.monotonic()
+        self.lock = None
+
+    def acquire(self):
+        os.makedirs(RUN, mode=0o755, exist_ok=True)
+        self.lock = open(os.path.join(RUN, "controller.lock"), "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+        deadline = time.monotonic() + self.conf["lock_timeout"]
+        while True:
+            try:
+                fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError as exc:
+                if time.monotonic() > deadline:
+                    raise HaError(BUSY, f"another transition holds {RUN}/controller.lock "
+                                        f"for more than {self.conf['lock_timeout']} s") from exc
+                time.sleep(0.5)
+
+    def step(self, name, func, *args):
+        start = time.monotonic()
+        try:
+            changed = func(*args)
+        except (HaError, Interrupted) as exc:
+            took = round(time.monotonic() - start, 2)
+            self.steps.append({"step": name, "seconds": took, "outcome": "failed"})
+            log(f"{self.name}: step={name} outcome=failed seconds={took}: {exc}", syslog.LOG_ERR)
+            raise
+        took = round(time.monotonic() - start, 2)
+        self.steps.append({"step": name, "seconds": took, "outcome": "changed" if changed else "unchanged"})
+        log(f"{self.name}: step={name} outcome={'changed' if changed else 'unchanged'} seconds={took}")
+        return changed
+
+    def finish(self, outcome, error=None):
+        event = {"node": self.conf["node"], "transition": self.name, "reason": self.reason, "outcome": outcome,
+                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.monotonic() - self.start, 2),
+                 "steps": self.steps, "vrrp": vrrp_state()}
+        if error:
+            event["error"] = str(error)
+        changed = any(s["outcome"] == "changed" for s in self.steps)
+        if changed or outcome != "ok":
+            record(self.conf, event)
+            alert(self.conf, event)
+        log(f"{self.name}: outcome={outcome} seconds={event['seconds']} reason={self.reason}",
+            syslog.LOG_NOTICE if outcome == "ok" else syslog.LOG_ERR)
+        return event
+
+
+PEER_HOLDS = 4  # bluemind-ha-drbd promote: the peer is still Primary
+
+
+def claim(conf):
+    """Claim the storage. A DRBD peer that is still Primary is usually handing
+    over (its deactivation stops BlueMind first, which can take minutes): retry
+    until claim_timeout."""
+    deadline = time.monotonic() + conf["claim_timeout"]
+    while True:
+        proc = run(storage_command(conf, "claim"), conf["claim_timeout"], check=False)
+        if proc.returncode != PEER_HOLDS or conf["storage"] != "drbd" or time.monotonic() > deadline:
+            break
+        log(f"activate: {conf['peer']} still holds the storage; waiting for it to hand over", syslog.LOG_WARNING)
+        time.sleep(5)
+    if proc.returncode != 0:
+        raise HaError(STORAGE, f"{' '.join(storage_command(conf, 'claim'))} failed (exit {proc.returncode}): "
+                               f"{(proc.stderr or proc.stdout).strip()[-400:]}")
+    with contextlib.suppress(ValueError):
+        return bool(json.loads(proc.stdout or "{}").get("changed", True))
+    return True
+
+
+def release(conf):
+    proc = run(storage_command(conf, "release"), conf["step_timeout"], check=False)
+    if proc.returncode != 0:
+        raise HaError(STORAGE, f"{' '.join(storage_command(conf, 'release'))} failed (exit {proc.returncode}): "
+                               f"{(proc.stderr or proc.stdout).strip()[-400:]}")
+    with contextlib.suppress(ValueError):
+        return bool(json.loads(proc.stdout or "{}").get("changed", True))
+    return True
+
+
+def mount_storage(conf):
+    if is_mountpoint(conf["mountpoint"], mounts()):
+        return False
+    os.makedirs(conf["mountpoint"], mode=0o755, exist_ok=True)
+    run(["mount", "-t", conf["fstype"], "-o", conf["mount_options"], conf["device"], conf["mountpoint"]],
+        conf["step_timeout"])
+    return True
+
+
+def expose(conf):
+    """Bind each BlueMind path from the HA filesystem onto its usual place. A path
+    the HA filesystem does not hold yet is migrated there first, from this node's
+    copy; a path it holds is never overwritten."""
+    changed = False
+    table = mounts()
+    for path in conf["paths"]:
+        source = data_path(conf, path)
+        if not os.path.lexists(source):
+            os.makedirs(os.path.dirname(source), mode=0o755, exist_ok=True)
+            staging = source + ".migrating"
+            if os.path.isdir(staging) or os.path.lexists(staging):
+                run(["rm", "-rf", "--one-file-system", staging], conf["step_timeout"])
+            if os.path.lexists(path):
+                run(["cp", "-a", "--", path, staging], conf["step_timeout"] * 10)
+                log(f"activate: migrated {path} to the HA filesystem ({source})")
+            else:
+                os.makedirs(staging, mode=0o755)
+            os.replace(staging, source)
+            changed = True
+        if is_mountpoint(path, table):
+            continue
+        if not os.path.lexists(path):
+            if os.path.isdir(source):
+                os.makedirs(path, mode=0o755)
+            else:
+                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                with open(path, "a", encoding="utf-8"):
+                    pass
+        run(["mount", "--bind", source, path], conf["step_timeout"])
+        changed = True
+    return changed
+
+
+def mark_active(conf):
+    installed = os.path.exists(os.path.join(conf["mountpoint"], ".bluemind-ha", "installed"))
+    current = read_marker("active")
+    write_marker("active", {"node": conf["node"], "since": (current or {}).get("since", time.time()),
+                            "installed": installed})
+    return current is None
+
+
+def start_units(conf):
+    changed = False
+    for unit in units_in_order(conf):
+        active = subprocess.run(["systemctl", "is-active", "--quiet", unit], check=False).returncode == 0
+        if not active:
+            run(["systemctl", "start", unit], conf["start_timeout"])
+            changed = True
+    return changed
+
+
+def wait_ready(conf):
+    """CORE_STATE_RUNNING, polled; a BlueMind never set up may answer
+    CORE_STATE_NOT_INSTALLED (the post-install step then sets it up)."""
+    flag = os.path.join(conf["mountpoint"], ".bluemind-ha", "installed")
+    deadline = time.monotonic() + conf["start_timeout"]
+    seen = None
+    while True:
+        seen = bluemind_state(conf)
+        down = units_down(conf) if seen in READY_STATES else []
+        failed = [d for d in down if d.endswith(" failed")]
+        if failed or (down and time.monotonic() > deadline):
+            raise HaError(FAILED, f"BlueMind answers {seen} but {', '.join(down)}")
+        if seen in READY_STATES and not down:
+            if not os.path.exists(flag):
+                os.makedirs(os.path.dirname(flag), mode=0o755, exist_ok=True)
+                with open(flag, "w", encoding="utf-8") as handle:
+                    handle.write(f"{time.time()} {conf['node']}\n")
+                mark = read_marker("active") or {}
+                write_marker("active", dict(mark, installed=True))
+            return False
+        if seen == "CORE_STATE_NOT_INSTALLED" and not os.path.exists(flag):
+            log("activate: BlueMind answers CORE_STATE_NOT_INSTALLED: it has never been set up "
+                "(the bluemind role's post-install step, or the Setup Wizard)", syslog.LOG_WARNING)
+            return False
+        if time.monotonic() > deadline:
+            raise HaError(FAILED, f"BlueMind did not answer CORE_STATE_RUNNING within {conf['start_timeout']} s "
+                                  f"(last answer: {seen})")
+        time.sleep(2)
+
+
+def stop_units(conf):
+    changed = False
+    for unit in reversed(units_in_order(conf)):
+        active = subprocess.run(["systemctl", "is-active", "--quiet", unit], check=False).returncode == 0
+        if active:
+            run(["systemctl", "stop", unit], conf["stop_timeout"])
+            changed = True
+    # Units of the target that stopped late or were started by hand.
+    leftover = run(["systemctl", "list-units", "--state=active", "--plain", "--no-legend", "bm-*"],
+                   conf["step_timeout"], check=False).stdout.split("\n")
+    for line in leftover:
+        if line.split():
+            run(["systemctl", "stop", line.split()[0]], conf["stop_timeout"], check=False)
+            changed = True
+    return changed
+
+
+def unmount_one(conf, path):
+    """Unmount, freeing the path if it is busy: stop what holds it (fuser -k),
+    retry; the caller decides about the last resort."""
+    for attempt in range(conf["unmount_attempts"]):
+        proc = run(["umount", path], conf["step_timeout"], check=False)
+        if proc.returncode == 0:
+            return True
+        log(f"deactivate: {path} is busy (attempt {attempt + 1}): {proc.stderr.strip()}; stopping its holders",
+            syslog.LOG_WARNING)
+        run(["fuser", "-k", "-TERM", "-m", path], conf["step_timeout"], check=False)
+        time.sleep(2)
+        run(["fuser", "-k", "-KILL", "-m", path], conf["step_timeout"], check=False)
+    return run(["umount", path], conf["step_timeout"], check=False).returncode == 0
+
+
+def unexpose_and_unmount(conf):
+    changed = False
+    # The BlueMind paths bound from the HA filesystem, anything mounted below it,
+    # and the filesystem itself: newest first.
+    for path in reversed(our_mounts(conf, mounts())):
+        if not unmount_one(conf, path):
+            if conf["reboot_if_stuck"]:
+                log(f"deactivate: {path} cannot be unmounted; rebooting this node so that it does not keep "
+                    "the storage", syslog.LOG_CRIT)
+                run(["systemctl", "reboot", "--force", "--force"], conf["step_timeout"], check=False)
+            raise HaError(FAILED, f"{path} cannot be unmounted")
+        changed = True
+    return changed
+
+
+def activate(conf, reason):
+    transition = Transition(conf, "activate", reason)
+    try:
+        transition.acquire()
+        write_marker("activating", {"node": conf["node"], "since": time.time(), "timeout": conf["start_timeout"]
+                                    + conf["claim_timeout"]})
+        transition.step("claim", claim, conf)
+        transition.step("mount", mount_storage, conf)
+        transition.step("expose", expose, conf)
+        transition.step("mark", mark_active, conf)
+        transition.step("start", start_units, conf)
+        transition.step("ready", wait_ready, conf)
+    except (HaError, Interrupted) as exc:
+        transition.finish("failed" if isinstance(exc, HaError) else "interrupted", exc)
+        return exc.code if isinstance(exc, HaError) else FAILED
+    finally:
+        remove_marker("activating")
+    transition.finish("ok")
+    return OK
+
+
+def deactivate(conf, reason):
+    transition = Transition(conf, "deactivate", reason)
+    try:
+        transition.acquire()
+        # An activation announced by notify MASTER but replaced before it ran
+        # must not keep the health check passing.
+        remove_marker("activating")
+        # First: nothing may start BlueMind here any more (the units' guard).
+        transition.step("unmark", lambda: read_marker("active") is not None and (remove_marker("active") or True))
+        transition.step("stop", stop_units, conf)
+        transition.step("unmount", unexpose_and_unmount, conf)
+        transition.step("release", release, conf)
+    except (HaError, Interrupted) as exc:
+        transition.finish("failed" if isinstance(exc, HaError) else "interrupted", exc)
+        return exc.code if isinstance(exc, HaError) else FAILED
+    transition.finish("ok")
+    return OK
+
+
+# ---------------------------------------------------------------- health, notify, status
+
+def storage_state(conf):
+    try:
+        proc = run(storage_command(conf, "status"), 20, check=False)
+        return json.loads(proc.stdout) if proc.stdout.strip() else {"error": proc.stderr.strip()[-200:]}
+    except (HaError, ValueError) as exc:
+        return {"error": str(exc)}
+
+
+def passive_ready(conf):
+    """Could this node take over? DRBD: its disk is UpToDate. SAN: the map is there."""
+    if conf["storage"] == "drbd":
+        from_proc = read_proc_drbd_disk(conf)
+        return from_proc == "UpToDate", f"DRBD disk {from_proc}"
+    present = os.path.exists(conf["device"])
+    return present, f"{conf['device']} {'present' if present else 'missing'}"
+
+
+def read_proc_drbd_disk(conf):
+    minor = conf["device"].replace("/dev/drbd", "")
+    try:
+        with open("/proc/drbd", encoding="utf-8") as handle:
+            for line in handle:
+                fields = line.split()
+                if fields and fields[0] == f"{minor}:":
+                    for field in fields:
+                        if field.startswith("ds:"):
+                            return field[3:].split("/")[0]
+    except OSError:
+        pass
+    return "unknown"
+
+
+def health(conf):
+    """0 when this node is fine in its role. Runs as keepalived's unprivileged
+    check user: reads only world-readable state."""
+    if os.path.exists(os.path.join(RUN, "drain")):
+        return FAILED, "drained by an operator"
+    activating = read_marker("activating")
+    if activating and time.time() - activating.get("since", 0) < activating.get("timeout", 0):
+        return OK, "activation in progress"
+    active = read_marker("active")
+    if active:
+        state = bluemind_state(conf)
+        if state in READY_STATES or (state == "CORE_STATE_NOT_INSTALLED" and not active.get("installed")):
+            # bm-core answering is not enough: users come through bm-nginx.
+            down = units_down(conf)
+            if down:
+                return FAILED, f"active, BlueMind {state}, but {', '.join(down)}"
+            for check in conf["checks"]:
+                proc = subprocess.run(check, shell=True, capture_output=True, timeout=30, check=False)  # nosec B602
+                if proc.returncode != 0:
+                    return FAILED, f"check {check} failed (exit {proc.returncode})"
+            return OK, f"active, BlueMind {state}"
+        return FAILED, f"active, BlueMind answers {state}"
+    if vrrp_state() == "MASTER":
+        return FAILED, "VRRP master but not active (the activation failed or has not started)"
+    ready, why = passive_ready(conf)
+    return (OK if ready else FAILED), f"passive, {why}"
+
+
+def notify(conf, state):
+    unit = "bluemind-ha-activate.service" if state == "MASTER" else "bluemind-ha-deactivate.service"
+    if state == "MASTER":
+        # From now on the health check reports "activation in progress": without
+        # this a check between this notify and the activation's start saw a master
+        # that is not active, failed, and sent the node to FAULT.
+        write_marker("activating", {"node": conf["node"], "since": time.time(),
+                                    "timeout": conf["lock_timeout"] + conf["claim_timeout"] + conf["start_timeout"]})
+    log(f"notify: VRRP {state}: starting {unit}")
+    run(["systemctl", "start", "--no-block", unit], 30)
+    return OK
+
+
+def unit_state(unit):
+    return subprocess.run(["systemctl", "is-active", unit], capture_output=True, text=True,
+                          check=False).stdout.strip() or "unknown"
+
+
+def status(conf):
+    table = mounts()
+    active = read_marker("active")
+    units = units_in_order(conf)
+    report = {
+        "node": conf["node"], "peer": conf["peer"],
+        "role": "active" if active else ("activating" if read_marker("activating") else "passive"),
+        "vrrp": vrrp_state(), "drained": os.path.exists(os.path.join(RUN, "drain")),
+        "storage": dict(storage_state(conf), method=conf["storage"]),
+        "mounted": is_mountpoint(conf["mountpoint"], table),
+        "exposed": [t for t in our_mounts(conf, table) if t in conf["paths"]],
+        "units": {u: unit_state(u) for u in units},
+        "bluemind": bluemind_state(conf) if active else None,
+        "transitions": history(10),
+    }
+    storage = report["storage"]
+    # The peer as this node's storage sees it (DRBD's connection, the SAN's
+    # reservation): no other channel to the peer is needed, or trusted.
+    report["peer_view"] = {
+        "node": conf["peer"],
+        "reachable": storage.get("connection") == "Connected" if conf["storage"] == "drbd"
+        else conf["peer"] in storage.get("registered", []),
+        "holds_storage": storage.get("peer_role") == "Primary" if conf["storage"] == "drbd"
+        else storage.get("holder") == conf["peer"],
+        "storage": {k: storage[k] for k in ("peer_role", "peer_disk") if k in storage},
+    }
+    code, why = health(conf)
+    report["health"] = {"ok": code == OK, "why": why}
+    return report
+
+
+def human(report):
+    lines = [f"{report['node']}: {report['role']} (VRRP {report['vrrp']}), health "
+             f"{'ok' if report['health']['ok'] else 'FAILING'}: {report['health']['why']}"
+             + (", drained" if report["drained"] else ""),
+             f"storage ({report['storage'].get('method')}): "
+             + ", ".join(f"{k} {v}" for k, v in report["storage"].items() if k in (
+                 "role", "disk", "peer_role", "peer_disk", "connection", "holder", "paths", "error")),
+             f"peer {report['peer_view']['node']}: "
+             + ("holds the storage" if report["peer_view"]["holds_storage"] else "does not hold the storage")
+             + ("" if report["peer_view"]["reachable"] else " (not seen by the storage)"),
+             f"mounted: {'yes' if report['mounted'] else 'no'}; exposed paths: {len(report['exposed'])}",
+             "units: " + ", ".join(f"{u} {s}" for u, s in report["units"].items())]
+    if report["bluemind"]:
+        lines.append(f"BlueMind: {report['bluemind']}")
+    for entry in report["transitions"][-5:]:
+        lines.append(f"  {entry.get('time')} {entry.get('transition')} {entry.get('outcome')} "
+                     f"in {entry.get('seconds')} s ({entry.get('reason')})")
+    return "\n".join(lines)
+
+
+def interrupt(_signum, _frame):
+    raise Interrupted("stopped by SIGTERM")
+
+
+def main(argv):
+    syslog.openlog("bluemind-ha", syslog.LOG_PID, syslog.LOG_DAEMON)
+    args = list(argv)
+    if "--help" in args or "-h" in args:
+        print(__doc__)
+        return OK
+    path = CONFIG
+    if len(args) >= 2 and args[0] == "--config":
+        path, args = args[1], args[2:]
+    if not args or args[0] not in COMMANDS:
+        sys.stderr.write(f"usage: bluemind-ha [--config FILE] {'|'.join(COMMANDS)} (--help for more)\n")
+        return USAGE
+    command = args.pop(0)
+    reason = args[args.index("--reason") + 1] if "--reason" in args[:-1] else "manual"
+    try:
+        conf = load(path)
+        if command == "activate":
+            signal.signal(signal.SIGTERM, interrupt)
+            return activate(conf, reason)
+        if command == "deactivate":
+            signal.signal(signal.SIGTERM, interrupt)
+            return deactivate(conf, reason)
+        if command == "health":
+            code, why = health(conf)
+            print(why)
+            return code
+        if command == "notify":
+            if not args or args[0] not in ("MASTER", "BACKUP", "FAULT", "STOP"):
+                raise HaError(USAGE, "usage: bluemind-ha notify MASTER|BACKUP|FAULT|STOP")
+            return notify(conf, args[0])
+        report = status(conf)
+        print(json.dumps(report, indent=2) if "--json" in args else human(report))
+        return OK
+    except HaError as exc:
+        log(f"{command}: failed (exit {exc.code}): {exc}", syslog.LOG_ERR)
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

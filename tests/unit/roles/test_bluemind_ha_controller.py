@@ -1,0 +1,382 @@
+"""The failover controller's decisions against a simulated node (FakeNode: the
+mount table, the units, the storage command, BlueMind's state endpoint): the
+order of the steps, idempotence, migration that never overwrites, escalation of a
+busy unmount, health in each role, and alerts that cannot block a failover."""
+import http.server
+import json
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).resolve().parents[3] / "roles" / "controller" / "files" / "bluemind_ha.py"
+REAL_RUN = subprocess.run  # the fixture replaces subprocess.run (one module object for all)
+UNITS = ["postgresql.service", "bluemind.target", "bm-nginx.service", "postfix.service"]
+
+
+class FakeNode:
+    """Stands in for the node's commands: records each one, keeps a mount table
+    and unit states, answers like mount, umount, systemctl and the storage commands."""
+
+    def __init__(self, tmp_path):
+        self.commands = []
+        self.table = [("/", "/", "/dev/vda1")]
+        self.active_units = set()
+        self.failed_units = set()
+        self.installed_units = set(UNITS) | {"bm-core.service"}
+        self.claim_rc = 0
+        self.busy = set()
+        self.state = "CORE_STATE_RUNNING"
+        self.tmp = tmp_path
+
+    def run(self, argv, timeout, check=True):
+        self.commands.append(list(argv))
+        rc, out, err = 0, "", ""
+        if argv[0] == "mount" and argv[1] == "--bind":
+            self.table.append((argv[3], argv[2], "bind"))
+        elif argv[0] == "mount":
+            self.table.append((argv[-1], "/", argv[-2]))
+        elif argv[0] == "umount":
+            if argv[1] in self.busy:
+                rc, err = 32, "target is busy"
+            else:
+                self.table = [m for m in self.table if m[0] != argv[1]]
+        elif argv[0] == "systemctl" and argv[1] == "start":
+            self.active_units.add(argv[2])
+        elif argv[0] == "systemctl" and argv[1] == "stop":
+            self.active_units.discard(argv[2])
+        elif argv[0] == "systemctl" and argv[1] == "list-units":
+            out = "".join(f"{u} loaded active running x\n" for u in sorted(self.active_units) if u.startswith("bm-"))
+        elif argv[0].startswith("bluemind-ha-") and argv[1] in ("promote", "claim"):
+            rc = self.claim_rc
+            out = json.dumps({"changed": True}) if rc == 0 else ""
+            err = "" if rc == 0 else "refusing to promote: the local disk is Outdated"
+        elif argv[0].startswith("bluemind-ha-") and argv[1] in ("demote", "release"):
+            out = json.dumps({"changed": True})
+        elif argv[0].startswith("bluemind-ha-") and argv[1] == "status":
+            out = json.dumps({"role": "Primary", "disk": "UpToDate"})
+        if check and rc != 0:
+            raise self.module.HaError(1, f"{argv} failed: {err}")
+        return subprocess.CompletedProcess(argv, rc, out, err)
+
+    def subprocess_run(self, argv, **kwargs):
+        if argv[:2] == ["systemctl", "show"] and "--" in argv:
+            blocks = []
+            for unit in argv[argv.index("--") + 1:]:
+                loaded = unit in self.installed_units
+                state = "failed" if unit in self.failed_units else "active" if unit in self.active_units else "inactive"
+                blocks.append(f"Id={unit}\nLoadState={'loaded' if loaded else 'not-found'}\nActiveState={state}\n")
+            return subprocess.CompletedProcess(argv, 0, "\n".join(blocks), "")
+        if argv[:2] == ["systemctl", "show"]:
+            return subprocess.CompletedProcess(argv, 0, "loaded\n" if argv[-1] in self.installed_units else "not-found\n", "")
+        if argv[:2] == ["systemctl", "is-active"]:
+            unit = argv[-1]
+            running = unit in self.active_units
+            return subprocess.CompletedProcess(argv, 0 if running else 3, "active\n" if running else "inactive\n", "")
+        raise AssertionError(f"unexpected command {argv}")
+
+    def mounts(self, *_args):
+        return list(self.table)
+
+
+@pytest.fixture()
+def node(tmp_path, monkeypatch, load_program):
+    module = load_program(SOURCE)
+    fake = FakeNode(tmp_path)
+    fake.module = module
+    monkeypatch.setattr(module, "RUN", str(tmp_path / "run"))
+    monkeypatch.setattr(module, "HISTORY", str(tmp_path / "lib" / "transitions.jsonl"))
+    monkeypatch.setattr(module, "run", fake.run)
+    monkeypatch.setattr(module.subprocess, "run", fake.subprocess_run)
+    monkeypatch.setattr(module, "mounts", fake.mounts)
+    monkeypatch.setattr(module, "bluemind_state", lambda conf, timeout=5: fake.state)
+    monkeypatch.setattr(module.time, "sleep", lambda s: None)
+    fake.conf = module.load(write_conf(tmp_path))
+    return module, fake
+
+
+def write_conf(tmp_path, **override):
+    local = tmp_path / "local"
+    conf = {"node": "node1", "peer": "node2", "storage": "drbd", "device": "/dev/drbd0",
+            "mountpoint": str(tmp_path / "ha"), "paths": [str(local / "var/spool/cyrus"), str(local / "etc/bm")],
+            "alert_file": str(tmp_path / "alert.json"), "start_timeout": 5, "lock_timeout": 0.2}
+    conf.update(override)
+    path = tmp_path / "controller.json"
+    path.write_text(json.dumps(conf))
+    return str(path)
+
+
+def kinds(commands):
+    """The commands, shortened to what the order tests compare."""
+    out = []
+    for argv in commands:
+        if argv[0] == "mount":
+            out.append(("bind", argv[3].rsplit("/", 1)[-1]) if argv[1] == "--bind" else ("mount", argv[-2]))
+        elif argv[0] == "umount":
+            out.append(("umount", argv[1].rsplit("/", 1)[-1]))
+        elif argv[0] == "systemctl" and argv[1] in ("start", "stop"):
+            out.append((argv[1], argv[2]))
+        elif argv[0].startswith("bluemind-ha-"):
+            out.append((argv[1],))
+    return out
+
+
+def test_activate_claims_mounts_exposes_then_starts_in_the_vendors_order(node):
+    module, fake = node
+    assert module.activate(fake.conf, "test") == module.OK
+    assert kinds(fake.commands) == [("promote",), ("mount", "/dev/drbd0"), ("bind", "cyrus"), ("bind", "bm")] + [
+        ("start", u) for u in UNITS]
+    active = json.loads((fake.tmp / "run" / "active").read_text())
+    assert active["node"] == "node1" and active["installed"] is True
+    assert (fake.tmp / "ha" / ".bluemind-ha" / "installed").exists()
+    entry = json.loads((fake.tmp / "lib" / "transitions.jsonl").read_text().splitlines()[-1])
+    assert entry["transition"] == "activate" and entry["outcome"] == "ok"
+    assert [s["step"] for s in entry["steps"]] == ["claim", "mount", "expose", "mark", "start", "ready"]
+    assert not (fake.tmp / "run" / "activating").exists()
+
+
+def test_a_second_activate_changes_nothing_and_records_nothing(node):
+    module, fake = node
+    module.activate(fake.conf, "test")
+    fake.commands.clear()
+    history = (fake.tmp / "lib" / "transitions.jsonl").read_text()
+    fake.claim_rc = 0
+    fake.run = fake.run  # same node, everything already in place
+    module.run = lambda argv, timeout, check=True: fake.run(argv, timeout, check) if argv[1] != "promote" else \
+        subprocess.CompletedProcess(argv, 0, json.dumps({"changed": False}), "")
+    assert module.activate(fake.conf, "again") == module.OK
+    assert kinds(fake.commands) == []
+    assert (fake.tmp / "lib" / "transitions.jsonl").read_text() == history
+
+
+def test_migration_copies_local_data_once_and_never_overwrites_the_ha_copy(node):
+    module, fake = node
+    cyrus = Path(fake.conf["paths"][0])
+    cyrus.mkdir(parents=True)
+    (cyrus / "mail").write_text("from node1's package install")
+    module.run = lambda argv, timeout, check=True: (REAL_RUN(argv, check=True, capture_output=True)
+                                                    if argv[0] in ("cp", "rm") else fake.run(argv, timeout, check))
+    assert module.expose(fake.conf) is True
+    ha_copy = Path(module.data_path(fake.conf, str(cyrus)))
+    assert (ha_copy / "mail").read_text() == "from node1's package install"
+    assert Path(module.data_path(fake.conf, fake.conf["paths"][1])).is_dir()  # absent here: created empty
+    # The other node's local copy differs: the HA copy wins, untouched.
+    (cyrus / "mail").write_text("node2's local leftovers")
+    fake.table = [m for m in fake.table if m[2] != "bind"]
+    module.expose(fake.conf)
+    assert (ha_copy / "mail").read_text() == "from node1's package install"
+    assert not list(ha_copy.parent.glob("*.migrating"))
+
+
+def test_a_refused_claim_mounts_nothing_and_alerts(node, tmp_path):
+    module, fake = node
+    received = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    (tmp_path / "alert.json").write_text(json.dumps({"webhook_url": f"http://127.0.0.1:{server.server_port}/hook"}))
+    fake.claim_rc = 3
+    assert module.activate(fake.conf, "vrrp") == module.STORAGE
+    assert kinds(fake.commands) == [("promote",)]
+    assert not (fake.tmp / "run" / "active").exists()
+    server.server_close()
+    assert received and received[0]["transition"] == "activate" and received[0]["outcome"] == "failed"
+    assert "Outdated" in received[0]["error"] and received[0]["steps"][0]["step"] == "claim"
+
+
+def test_a_peer_still_primary_is_waited_for_until_it_hands_over(node):
+    module, fake = node
+    answers = iter([4, 4, 0])
+    real = fake.run
+
+    def run(argv, timeout, check=True):
+        if argv[1] == "promote":
+            fake.commands.append(list(argv))
+            rc = next(answers)
+            return subprocess.CompletedProcess(argv, rc, json.dumps({"changed": True}) if rc == 0 else "", "")
+        return real(argv, timeout, check)
+    module.run = run
+    assert module.activate(fake.conf, "vrrp") == module.OK
+    assert [c for c in fake.commands if c[1] == "promote"] == [["bluemind-ha-drbd", "promote"]] * 3
+
+
+def test_an_unreachable_webhook_or_relay_does_not_fail_the_transition(node, tmp_path):
+    module, fake = node
+    (tmp_path / "alert.json").write_text(json.dumps({"webhook_url": "http://127.0.0.1:9/hook", "smtp_host": "127.0.0.1",
+                                                     "smtp_port": 9, "email_to": ["admin@example.org"], "timeout": 1}))
+    assert module.activate(fake.conf, "test") == module.OK
+
+
+def test_deactivate_unguards_first_stops_in_reverse_unmounts_newest_first_then_releases(node):
+    module, fake = node
+    module.activate(fake.conf, "test")
+    fake.commands.clear()
+    assert module.deactivate(fake.conf, "test") == module.OK
+    assert not (fake.tmp / "run" / "active").exists()
+    assert kinds(fake.commands) == [("stop", u) for u in reversed(UNITS)] + [
+        ("umount", "bm"), ("umount", "cyrus"), ("umount", "ha"), ("demote",)]
+    fake.commands.clear()
+    assert module.deactivate(fake.conf, "again") == module.OK
+    assert kinds(fake.commands) == [("demote",)]  # the storage command is idempotent itself
+
+
+def test_a_busy_filesystem_is_freed_and_a_stuck_one_reboots_the_node(node):
+    module, fake = node
+    module.activate(fake.conf, "test")
+    fake.busy = {fake.conf["paths"][0]}
+    fake.commands.clear()
+    assert module.deactivate(fake.conf, "test") == module.FAILED
+    fusers = [c for c in fake.commands if c[0] == "fuser"]
+    assert len(fusers) == 2 * fake.conf["unmount_attempts"]
+    assert ["systemctl", "reboot", "--force", "--force"] in fake.commands
+    assert not any(c[0].startswith("bluemind-ha-") for c in fake.commands), "released storage still mounted"
+
+
+@pytest.mark.parametrize("setup,expected", [
+    ({"drain": True}, 1),
+    ({"activating": True}, 0),
+    ({"active": {"installed": True}, "state": "CORE_STATE_RUNNING"}, 0),
+    ({"active": {"installed": True}, "state": "CORE_STATE_NOT_INSTALLED"}, 1),
+    ({"active": {"installed": False}, "state": "CORE_STATE_NOT_INSTALLED"}, 0),
+    ({"active": {"installed": True}, "state": None}, 1),
+    ({"active": {"installed": True}, "state": "CORE_STATE_RUNNING", "failed": "bm-nginx.service"}, 1),
+    ({"vrrp": "MASTER"}, 1),
+    ({"vrrp": "BACKUP", "disk": "UpToDate"}, 0),
+    ({"vrrp": "BACKUP", "disk": "Outdated"}, 1),
+], ids=["drained", "activating", "active running", "active, installed data lost", "active, never set up",
+        "active, no answer", "active, bm-nginx failed", "master not active", "passive up to date", "passive outdated"])
+def test_health_in_each_role(node, monkeypatch, setup, expected):
+    module, fake = node
+    run = fake.tmp / "run"
+    run.mkdir()
+    if setup.get("drain"):
+        (run / "drain").write_text("")
+    if setup.get("activating"):
+        module.write_marker("activating", {"since": module.time.time(), "timeout": 60})
+    if "active" in setup:
+        module.write_marker("active", setup["active"])
+        fake.active_units = set(UNITS) - {setup.get("failed")}
+        fake.failed_units = {setup.get("failed")}
+    fake.state = setup.get("state")
+    (run / "vrrp-state").write_text(f"{setup.get('vrrp', 'BACKUP')} 0\n")
+    monkeypatch.setattr(module, "read_proc_drbd_disk", lambda conf: setup.get("disk", "UpToDate"))
+    code, why = module.health(fake.conf)
+    assert code == expected, why
+
+
+def test_notify_hands_over_to_the_units_without_waiting(node):
+    module, fake = node
+    module.notify(fake.conf, "MASTER")
+    # Between the notify and the activation's start, the health check of this
+    # new master must not fail (it would send the node to FAULT).
+    (Path(module.RUN) / "vrrp-state").write_text("MASTER 0\n")
+    assert module.health(fake.conf) == (module.OK, "activation in progress")
+    module.notify(fake.conf, "FAULT")
+    # The activation never ran (replaced by the deactivation): the deactivation
+    # withdraws its announcement, so a master that is not active fails again.
+    assert module.deactivate(fake.conf, "test") == module.OK
+    assert module.health(fake.conf)[0] == module.FAILED
+    assert fake.commands[:2] == [["systemctl", "start", "--no-block", "bluemind-ha-activate.service"],
+                                 ["systemctl", "start", "--no-block", "bluemind-ha-deactivate.service"]]
+    assert module.main(["--config", "/nonexistent", "notify", "MASTER"]) == module.USAGE
+
+
+def test_a_transition_waits_for_the_lock_and_gives_up_bounded(node):
+    module, fake = node
+    holder = module.Transition(fake.conf, "activate", "first")
+    holder.acquire()
+    assert module.activate(fake.conf, "second") == module.BUSY
+    assert fake.commands == []
+
+
+def test_bluemind_that_never_becomes_ready_fails_the_activation(node):
+    module, fake = node
+    fake.state = "CORE_STATE_STARTING"
+    fake.conf["start_timeout"] = 0.3
+    assert module.activate(fake.conf, "test") == module.FAILED
+    entry = json.loads((fake.tmp / "lib" / "transitions.jsonl").read_text().splitlines()[-1])
+    assert entry["outcome"] == "failed" and "CORE_STATE_STARTING" in entry["error"]
+
+
+def test_status_reports_role_storage_units_and_transitions(node, monkeypatch):
+    module, fake = node
+    module.activate(fake.conf, "test")
+    monkeypatch.setattr(module, "read_proc_drbd_disk", lambda conf: "UpToDate")
+    report = module.status(fake.conf)
+    assert report["role"] == "active" and report["mounted"] and len(report["exposed"]) == 2
+    assert report["units"] == {u: "active" for u in UNITS}
+    assert report["storage"]["role"] == "Primary" and report["transitions"][-1]["transition"] == "activate"
+    assert "active (VRRP UNKNOWN), health ok" in module.human(report)
+    # The fake storage reports no peer: this node sees no peer holding it.
+    assert report["peer_view"]["node"] == fake.conf["peer"] and not report["peer_view"]["holds_storage"]
+    assert "does not hold the storage" in module.human(report)
+
+
+@pytest.mark.parametrize("status,body,expected", [
+    (200, b'"CORE_STATE_RUNNING"', "CORE_STATE_RUNNING"),
+    (503, b'"CORE_STATE_RUNNING"', None),
+    (200, b"not json", None),
+    (200, b'{"state": 1}', None),
+])
+def test_the_state_endpoint_is_read_without_urllib(load_program, status, body, expected):
+    module = load_program(SOURCE)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            assert self.path == "/api/system/installation/state"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/api/system/installation/state"
+        assert module.bluemind_state({"state_url": url}, timeout=5) == expected
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Nobody listening: no answer, no exception.
+    assert module.bluemind_state({"state_url": f"http://127.0.0.1:{server.server_port}/x"}, timeout=2) is None
+    assert module.bluemind_state({"state_url": "https://127.0.0.1/x"}, timeout=2) is None
+
+
+def test_a_unit_that_fails_after_its_start_fails_the_activation(node):
+    """bm-core answers but bm-nginx (users' way in) died after systemctl start
+    returned: the activation fails at once instead of reporting ready."""
+    module, fake = node
+    real_run = fake.run
+
+    def start_then_crash(argv, timeout, check=True):
+        result = real_run(argv, timeout, check)
+        if argv[:3] == ["systemctl", "start", "bm-nginx.service"]:
+            fake.active_units.discard("bm-nginx.service")
+            fake.failed_units.add("bm-nginx.service")
+        return result
+    fake.module.run = start_then_crash
+    assert module.activate(fake.conf, "test") == module.FAILED
+    entry = json.loads((fake.tmp / "lib" / "transitions.jsonl").read_text().splitlines()[-1])
+    assert entry["outcome"] == "failed" and "bm-nginx.service failed" in entry["error"], entry
+
+
+def test_log_goes_to_stderr_only_when_the_journal_does_not_have_it(load_program, monkeypatch, capsys):
+    module = load_program(SOURCE)
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    module.log("on a terminal")
+    monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
+    module.log("under systemd")
+    assert capsys.readouterr().err == "on a terminal\n"
