@@ -417,18 +417,18 @@ def claim(conf):
             break
         log(f"activate: {conf['peer']} still holds the storage; waiting for it to hand over", syslog.LOG_WARNING)
         time.sleep(5)
-    if proc.returncode != 0:
-        raise HaError(STORAGE, f"{' '.join(storage_command(conf, 'claim'))} failed (exit {proc.returncode}): "
-                               f"{(proc.stderr or proc.stdout).strip()[-400:]}")
-    with contextlib.suppress(ValueError):
-        return bool(json.loads(proc.stdout or "{}").get("changed", True))
-    return True
+    return storage_changed(conf, "claim", proc)
 
 
 def release(conf):
-    proc = run(storage_command(conf, "release"), conf["step_timeout"], check=False)
+    return storage_changed(conf, "release", run(storage_command(conf, "release"), conf["step_timeout"], check=False))
+
+
+def storage_changed(conf, action, proc):
+    """Whether the storage command's claim or release changed anything (its JSON
+    says; changed when it does not), or a STORAGE error with its output."""
     if proc.returncode != 0:
-        raise HaError(STORAGE, f"{' '.join(storage_command(conf, 'release'))} failed (exit {proc.returncode}): "
+        raise HaError(STORAGE, f"{' '.join(storage_command(conf, action))} failed (exit {proc.returncode}): "
                                f"{(proc.stderr or proc.stdout).strip()[-400:]}")
     with contextlib.suppress(ValueError):
         return bool(json.loads(proc.stdout or "{}").get("changed", True))
