@@ -90,6 +90,10 @@ lab: deps venv image  ## Boot the local lab (LAB_STORAGE=drbd|san) and deploy th
 lab-down: venv  ## Power off and remove every lab VM.
 	$(BIN)/python tests/lab/labctl.py down --all
 
+.PHONY: docs
+docs: venv  ## Regenerate docs/reference.md from the roles' argument_specs.
+	$(BIN)/python tools/role_reference.py
+
 .PHONY: build
 build: venv  ## Build the collection tarball.
 	$(BIN)/ansible-galaxy collection build --force --output-path dist .

@@ -294,6 +294,24 @@ class VM:
     def power_on(self) -> None:
         self.start()
 
+    def reimage(self) -> None:
+        """A node reinstalled from scratch, with its old name and addresses: the
+        plug is pulled, the root disk is a new overlay on the base image (the
+        first boot's lab-init writes the same hostname and addresses from the
+        kernel command line), every data disk is blank again. It stays off."""
+        self.power_off()
+        root = self.dir / "root.qcow2"
+        info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(root)],
+                                         capture_output=True, text=True, check=True).stdout)
+        backing = info["backing-filename"]
+        root.unlink()
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", backing, str(root)], check=True)
+        for disk in self.meta["disks"].values():
+            path = Path(disk["file"])
+            path.unlink()
+            with open(path, "wb") as handle:
+                handle.truncate(disk["size"])
+
     def reset(self) -> None:
         if not self.running():
             raise LabError(f"{self.name} is off; use 'power on'")
@@ -674,6 +692,8 @@ def cmd_power(args) -> int:
             log(f"{vm.name}: SSH up after {vm.wait_ssh(args.timeout):.1f} s")
     elif args.action == "reset":
         vm.reset()
+    elif args.action == "reimage":
+        vm.reimage()
     print(vm.power_state())
     return 0
 
@@ -964,7 +984,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("power")
     p.add_argument("lab")
     p.add_argument("vm")
-    p.add_argument("action", choices=["off", "on", "reset", "status"])
+    # reimage: off, then a blank node (base image, blank disks) with the same name
+    # and addresses, as after a reinstallation; power it on afterwards.
+    p.add_argument("action", choices=["off", "on", "reset", "status", "reimage"])
     p.add_argument("--wait", action="store_true", help="with on: wait for SSH")
     p.add_argument("--timeout", type=float, default=300)
     p.set_defaults(func=cmd_power)

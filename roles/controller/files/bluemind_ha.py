@@ -21,6 +21,16 @@ usage: bluemind-ha [--config FILE] COMMAND [ARGS]
   status [--json]             role, VRRP state, storage, mounts, services,
                               BlueMind's state, the last transitions, the peer as
                               the storage sees it
+  drain [--reason TEXT]       the health check fails here until undrain: an active
+                              node hands over to its peer, a passive one cannot
+                              take over (the planned switchover uses it)
+  undrain                     end a drain
+  suspend [--reason TEXT]     suspend automatic failover (upgrades): the active
+                              node's check passes whatever BlueMind answers, a
+                              passive node's check fails so it cannot take over
+  resume                      end a suspension
+
+Drains and suspensions live in /run/bluemind-ha: a reboot ends them.
 
 activate and deactivate are idempotent and serialised by a lock; every step is
 bounded, and logged to the journal (identifier bluemind-ha) with its duration.
@@ -51,7 +61,7 @@ RUN = "/run/bluemind-ha"
 HISTORY = "/var/lib/bluemind-ha/transitions.jsonl"
 OK, FAILED, USAGE, BUSY, STORAGE = 0, 1, 2, 3, 4
 READY_STATES = ("CORE_STATE_RUNNING",)
-COMMANDS = ("activate", "deactivate", "health", "notify", "status")
+COMMANDS = ("activate", "deactivate", "health", "notify", "status", "drain", "undrain", "suspend", "resume")
 
 
 class HaError(Exception):
@@ -358,6 +368,7 @@ class Transition:
         self.conf, self.name, self.reason = conf, name, reason
         self.steps = []
         self.start = time.monotonic()
+        self.started = time.time()
         self.lock = None
 
     def acquire(self):
@@ -391,6 +402,8 @@ class Transition:
     def finish(self, outcome, error=None):
         event = {"node": self.conf["node"], "transition": self.name, "reason": self.reason, "outcome": outcome,
                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.monotonic() - self.start, 2),
+                 # Epoch seconds, for measuring across the two nodes (switchover, benchmark).
+                 "started": round(self.started, 3), "ended": round(time.time(), 3),
                  "steps": self.steps, "vrrp": vrrp_state()}
         if error:
             event["error"] = str(error)
@@ -552,9 +565,14 @@ def unmount_one(conf, path):
             return True
         log(f"deactivate: {path} is busy (attempt {attempt + 1}): {proc.stderr.strip()}; stopping its holders",
             syslog.LOG_WARNING)
-        run(["fuser", "-k", "-TERM", "-m", path], conf["step_timeout"], check=False)
-        time.sleep(2)
-        run(["fuser", "-k", "-KILL", "-m", path], conf["step_timeout"], check=False)
+        for signal_name in ("-TERM", "-KILL"):
+            try:
+                run(["fuser", "-k", signal_name, "-m", path], conf["step_timeout"], check=False)
+            except HaError as exc:
+                # Without fuser the holders stay: the caller's last resort follows.
+                log(f"deactivate: {exc}", syslog.LOG_ERR)
+            if signal_name == "-TERM":
+                time.sleep(2)
     return run(["umount", path], conf["step_timeout"], check=False).returncode == 0
 
 
@@ -652,6 +670,13 @@ def health(conf):
     check user: reads only world-readable state."""
     if os.path.exists(os.path.join(RUN, "drain")):
         return FAILED, "drained by an operator"
+    if os.path.exists(os.path.join(RUN, "suspend")):
+        # Automatic failover suspended (an upgrade restarts BlueMind): the active
+        # node keeps the floating IP whatever BlueMind answers; the passive node
+        # cannot take it.
+        if read_marker("active"):
+            return OK, "active, automatic failover suspended by an operator"
+        return FAILED, "passive, automatic failover suspended by an operator"
     activating = read_marker("activating")
     if activating and time.time() - activating.get("since", 0) < activating.get("timeout", 0):
         return OK, "activation in progress"
@@ -701,6 +726,7 @@ def status(conf):
         "node": conf["node"], "peer": conf["peer"],
         "role": "active" if active else ("activating" if read_marker("activating") else "passive"),
         "vrrp": vrrp_state(), "drained": os.path.exists(os.path.join(RUN, "drain")),
+        "suspended": os.path.exists(os.path.join(RUN, "suspend")),
         "storage": dict(storage_state(conf), method=conf["storage"]),
         "mounted": is_mountpoint(conf["mountpoint"], table),
         "exposed": [t for t in our_mounts(conf, table) if t in conf["paths"]],
@@ -727,7 +753,8 @@ def status(conf):
 def human(report):
     lines = [f"{report['node']}: {report['role']} (VRRP {report['vrrp']}), health "
              f"{'ok' if report['health']['ok'] else 'FAILING'}: {report['health']['why']}"
-             + (", drained" if report["drained"] else ""),
+             + (", drained" if report["drained"] else "")
+             + (", automatic failover suspended" if report.get("suspended") else ""),
              f"storage ({report['storage'].get('method')}): "
              + ", ".join(f"{k} {v}" for k, v in report["storage"].items() if k in (
                  "role", "disk", "peer_role", "peer_disk", "connection", "holder", "paths", "error")),
@@ -742,6 +769,25 @@ def human(report):
         lines.append(f"  {entry.get('time')} {entry.get('transition')} {entry.get('outcome')} "
                      f"in {entry.get('seconds')} s ({entry.get('reason')})")
     return "\n".join(lines)
+
+
+def set_flag(name, reason):
+    """drain or suspend: a marker in RUN that the health check reads (a reboot
+    clears it). Returns whether it was new."""
+    new = not os.path.exists(os.path.join(RUN, name))
+    write_marker(name, {"since": time.time(), "reason": reason})
+    log(f"{name}: {'set' if new else 'already set'} ({reason})", syslog.LOG_WARNING)
+    print(f"{name}: {'set' if new else 'already set'}")
+    return OK
+
+
+def clear_flag(name):
+    present = os.path.exists(os.path.join(RUN, name))
+    remove_marker(name)
+    if present:
+        log(f"{name}: cleared")
+    print(f"{name}: {'cleared' if present else 'not set'}")
+    return OK
 
 
 def interrupt(_signum, _frame):
@@ -778,6 +824,10 @@ def main(argv):
             if not args or args[0] not in ("MASTER", "BACKUP", "FAULT", "STOP"):
                 raise HaError(USAGE, "usage: bluemind-ha notify MASTER|BACKUP|FAULT|STOP")
             return notify(conf, args[0])
+        if command in ("drain", "suspend"):
+            return set_flag(command, reason)
+        if command in ("undrain", "resume"):
+            return clear_flag({"undrain": "drain", "resume": "suspend"}[command])
         report = status(conf)
         print(json.dumps(report, indent=2) if "--json" in args else human(report))
         return OK

@@ -242,6 +242,26 @@ def test_a_busy_filesystem_is_freed_and_a_stuck_one_reboots_the_node(node):
     assert not any(c[0].startswith("bluemind-ha-") for c in fake.commands), "released storage still mounted"
 
 
+def test_without_fuser_a_busy_filesystem_still_ends_in_the_last_resort(node, monkeypatch):
+    module, fake = node
+    module.activate(fake.conf, "test")
+    fake.busy = {fake.conf["paths"][0]}
+    fake.commands.clear()
+    fake_run = module.run
+
+    def no_fuser(argv, timeout, check=True):
+        if argv[0] == "fuser":
+            fake.commands.append(list(argv))
+            raise module.HaError(module.FAILED, "cannot run fuser: [Errno 2] No such file or directory: 'fuser'")
+        return fake_run(argv, timeout, check)
+
+    monkeypatch.setattr(module, "run", no_fuser)
+    assert module.deactivate(fake.conf, "test") == module.FAILED
+    assert len([c for c in fake.commands if c[0] == "fuser"]) == 2 * fake.conf["unmount_attempts"]
+    assert ["systemctl", "reboot", "--force", "--force"] in fake.commands
+    assert not any(c[0].startswith("bluemind-ha-") for c in fake.commands), "released storage still mounted"
+
+
 @pytest.mark.parametrize("setup,expected", [
     ({"drain": True}, 1),
     ({"activating": True}, 0),
@@ -380,3 +400,48 @@ def test_log_goes_to_stderr_only_when_the_journal_does_not_have_it(load_program,
     monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
     module.log("under systemd")
     assert capsys.readouterr().err == "on a terminal\n"
+
+
+@pytest.mark.parametrize("active,bluemind,expected", [
+    (True, None, 0), (True, "CORE_STATE_UPGRADE", 0), (False, None, 1),
+], ids=["active, BlueMind down", "active, upgrading", "passive"])
+def test_a_suspension_keeps_the_active_node_and_stops_a_takeover(node, monkeypatch, active, bluemind, expected):
+    module, fake = node
+    if active:
+        module.write_marker("active", {"installed": True})
+    fake.state = bluemind
+    monkeypatch.setattr(module, "read_proc_drbd_disk", lambda conf: "UpToDate")
+    config = str(fake.tmp / "controller.json")
+    assert module.main(["--config", config, "suspend", "--reason", "upgrade"]) == module.OK
+    code, why = module.health(fake.conf)
+    assert code == expected, why
+    assert "suspended" in why
+    assert module.status(fake.conf)["suspended"] is True
+    assert module.main(["--config", config, "resume"]) == module.OK
+    assert module.status(fake.conf)["suspended"] is False
+    # Without the suspension the same node is judged on BlueMind (or its disk) again.
+    assert module.health(fake.conf)[0] == (module.FAILED if active else module.OK)
+
+
+def test_a_drain_fails_the_check_until_undrain(node, monkeypatch, capsys):
+    module, fake = node
+    monkeypatch.setattr(module, "read_proc_drbd_disk", lambda conf: "UpToDate")
+    config = str(fake.tmp / "controller.json")
+    assert module.health(fake.conf)[0] == module.OK
+    assert module.main(["--config", config, "drain", "--reason", "switchover"]) == module.OK
+    assert module.main(["--config", config, "drain"]) == module.OK
+    assert capsys.readouterr().out.splitlines() == ["drain: set", "drain: already set"]
+    assert module.read_marker("drain")["reason"] == "manual"
+    assert module.health(fake.conf) == (module.FAILED, "drained by an operator")
+    assert module.main(["--config", config, "undrain"]) == module.OK
+    assert module.main(["--config", config, "undrain"]) == module.OK
+    assert capsys.readouterr().out.splitlines() == ["drain: cleared", "drain: not set"]
+    assert module.health(fake.conf)[0] == module.OK
+
+
+def test_a_transition_records_its_wall_clock_bounds(node):
+    module, fake = node
+    before = module.time.time()
+    assert module.activate(fake.conf, "test") == module.OK
+    event = module.history(1)[-1]
+    assert before <= event["started"] <= event["ended"] <= module.time.time()
