@@ -1,10 +1,9 @@
 """The floating IP under keepalived, on the live pair: one holder after converge,
 bad input refused before any change, a configuration change that reloads without
-moving the IP, and the faults that must move it (keepalived stopped, public link
-lost) without ever leaving it on both nodes or moving it back; BlueMind follows it
-each time (the failover controller). The power-off of the holder is
-test_bluemind's failover check; a failing health check (a drained node) is
-test_zz_operations' switchover, both ways.
+moving the IP, and the faults that must move it (keepalived stopped, health check
+failing, public link lost) without ever leaving it on both nodes or moving it
+back; BlueMind follows it each time (the failover controller). The power-off of
+the holder is test_bluemind's failover check.
 
 A watcher on each node samples every 0.2 s whether the node holds the floating IP;
 the last test reads every sample and fails if both nodes held it at once."""
@@ -166,6 +165,21 @@ def test_stopping_keepalived_moves_the_ip_and_it_does_not_come_back():
     assert holders() == [peer]
     labtopo.vm(holder).check_output("systemctl start keepalived")
     labtopo.wait_for(lambda: vrrp_state(holder) == "BACKUP", 60, f"{holder} to be BACKUP again")
+    wait_bluemind_follows(peer)
+    assert_stays(peer, 5)
+
+
+def test_failing_health_check_moves_the_ip_and_it_does_not_come_back():
+    holder = holders()[0]
+    peer = other(holder)
+    try:
+        labtopo.vm(holder).check_output("mkdir -p /run/bluemind-ha && touch /run/bluemind-ha/drain")
+        wait_holder(peer, 20)
+        labtopo.wait_for(lambda: vrrp_state(holder) == "FAULT", 20, f"{holder} to be in FAULT")
+        assert holders() == [peer]
+    finally:
+        labtopo.vm(holder).check_output("rm -f /run/bluemind-ha/drain")
+    labtopo.wait_for(lambda: vrrp_state(holder) == "BACKUP", 60, f"{holder} to leave FAULT for BACKUP")
     wait_bluemind_follows(peer)
     assert_stays(peer, 5)
 
