@@ -773,7 +773,7 @@ def human(report):
 
 def set_flag(name, reason):
     """drain or suspend: a marker in RUN that the health check reads (a reboot
-    clears it). Returns whether it was new."""
+    clears it); says whether it was already set."""
     new = not os.path.exists(os.path.join(RUN, name))
     write_marker(name, {"since": time.time(), "reason": reason})
     log(f"{name}: {'set' if new else 'already set'} ({reason})", syslog.LOG_WARNING)
