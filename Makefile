@@ -76,7 +76,8 @@ lab: export MOLECULE_EPHEMERAL_DIRECTORY := $(CURDIR)/.cache/lab
 .PHONY: lab
 lab: deps venv image  ## Boot the local lab (LAB_STORAGE=drbd|san) and deploy the pair on it.
 	$(BIN)/python tests/lab/labctl.py up --lab demo-$(LAB_STORAGE) \
-	  --spec molecule/$(LAB_STORAGE)/molecule.yml --inventory $(LAB_INVENTORY)
+	  --spec molecule/$(LAB_STORAGE)/molecule.yml --inventory $(LAB_INVENTORY) \
+	  --instance-config $(CURDIR)/.cache/lab/instance_config.yml
 	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) -e lab_name_override=demo-$(LAB_STORAGE) molecule/shared/prepare.yml
 	@if [ -f playbooks/site.yml ]; then \
 	  $(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/site.yml; \

@@ -11,7 +11,9 @@ Commands the failover controller and the operators use:
             other node's key when it holds the reservation. The node that lost
             the reservation can no longer write to the LUN. Idempotent.
   release   give up the reservation held by this node (refused while the
-            filesystem is mounted here). The key stays registered.
+            filesystem is mounted here). The key stays registered; a key
+            preempted by the peer's takeover is registered again once the
+            filesystem is unmounted here (the node is a passive again).
   register  register this node's key on every path (unfencing a node that
             rejoins). Refused while the filesystem is mounted here without
             the reservation: that is a fenced node that still believes it
@@ -243,18 +245,24 @@ def do_claim(lun):
 
 
 def do_release(lun):
+    """Give up this node's reservation, then leave the node a registered passive:
+    a node whose key the peer's takeover preempted (it was still stopping
+    BlueMind) registers again once its filesystem is unmounted, as at boot."""
     lun.require()
+    changed = False
     holder = lun.reservation()
-    if not holder or holder[0] != lun.key:
-        return False
-    if lun.mounted():
-        raise SanError(BUSY, f"the filesystem of {lun.device} is still mounted on this node: unmount it first")
-    lun.prout("--release", f"--param-rk=0x{lun.key:x}", f"--prout-type={PR_TYPE}")
-    after = lun.reservation()
-    if after and after[0] == lun.key:
-        raise SanError(FAILED, f"release of {lun.device} failed")
-    log(f"release: {lun.conf['node']} released {lun.device}")
-    return True
+    if holder and holder[0] == lun.key:
+        if lun.mounted():
+            raise SanError(BUSY, f"the filesystem of {lun.device} is still mounted on this node: unmount it first")
+        lun.prout("--release", f"--param-rk=0x{lun.key:x}", f"--prout-type={PR_TYPE}")
+        after = lun.reservation()
+        if after and after[0] == lun.key:
+            raise SanError(FAILED, f"release of {lun.device} failed")
+        log(f"release: {lun.conf['node']} released {lun.device}")
+        changed = True
+    if not lun.mounted() and lun.key not in lun.keys():
+        changed = do_register(lun) or changed
+    return changed
 
 
 def status(lun):

@@ -153,6 +153,7 @@ def test_a_fenced_node_that_still_mounts_cannot_register_or_claim(san, array):
 
 def test_release_refuses_while_mounted_and_only_releases_its_own(san, array):
     san.do_claim(lun(san, array, "node1"))
+    san.do_register(lun(san, array, "node2"))
     assert san.do_release(lun(san, array, "node2")) is False
     assert array.holder[0] == "node1"
     array.mounted.add("node1")
@@ -250,3 +251,21 @@ def test_map_reconfigures_on_a_changed_file_even_when_the_map_looks_current(san,
     assert san.do_map(conf, 2, 5)["changed"] is False and not calls
     assert san.do_map(conf, 2, 5, reconfigure=True)["changed"] is True
     assert calls == [["multipathd", "reconfigure"]]
+
+
+def test_a_node_preempted_while_stopping_registers_again_when_it_releases(san, array):
+    # node1 active; its keepalived stops, and node2's takeover preempts node1's key
+    # while node1 still has the filesystem mounted (stopping BlueMind).
+    san.do_register(lun(san, array, "node2"))
+    san.do_claim(lun(san, array, "node1"))
+    array.mounted.add("node1")
+    san.do_claim(lun(san, array, "node2"))
+    assert "node1" not in array.registered
+    # Still mounted: release neither releases (not the holder) nor registers.
+    assert san.do_release(lun(san, array, "node1")) is False
+    assert "node1" not in array.registered
+    # Unmounted: the node is a registered passive again; the holder is untouched.
+    array.mounted.clear()
+    assert san.do_release(lun(san, array, "node1")) is True
+    assert array.registered["node1"] == 0x1111 and array.holder[0] == "node2"
+    assert san.do_release(lun(san, array, "node1")) is False
