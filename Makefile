@@ -87,6 +87,15 @@ lab: deps venv image  ## Boot the local lab (LAB_STORAGE=drbd|san) and deploy th
 	@$(BIN)/python tests/lab/labctl.py list
 	@echo "Lab inventory: $(LAB_INVENTORY)   shell: tests/lab/labctl.py ssh demo-$(LAB_STORAGE) node1"
 
+# The operations playbooks (status, switchover both ways with a client writing
+# through the floating IP, switchover refused on incomplete storage) on the pair
+# `make lab` deployed: outside `make test` for time (10 to 15 minutes).
+.PHONY: lab-operations
+lab-operations: venv  ## Check the operations playbooks on the pair of `make lab` (same LAB_STORAGE).
+	MOLECULE_SCENARIO_DIRECTORY=$(CURDIR)/molecule/$(LAB_STORAGE) MOLECULE_SCENARIO_NAME=$(LAB_STORAGE) \
+	MOLECULE_EPHEMERAL_DIRECTORY=$(CURDIR)/.cache/lab LAB_NAME=demo-$(LAB_STORAGE) \
+	  $(BIN)/pytest -p no:cacheprovider -v molecule/shared/operations
+
 .PHONY: lab-down
 lab-down: venv  ## Power off and remove every lab VM.
 	$(BIN)/python tests/lab/labctl.py down --all

@@ -1,0 +1,199 @@
+"""The operations playbooks on a converged lab pair (either scenario), outside the
+CI suite for time (10 to 15 minutes under emulation): `make lab-operations` runs
+them against `make lab`'s pair (docs/lab.md).
+
+- status reports the nominal pair and exits 0;
+- switchover is refused, with nothing changed, while the storage is not whole
+  (DRBD: the replication link of the passive node cut; SAN: one fabric path of the
+  passive node cut);
+- switchover both ways while a client writes numbered mail through the floating
+  IP: every acknowledged write is read back through the floating IP afterwards,
+  the pair is nominal with the other node active, and the client's error window
+  and the playbook's measured unavailable time are recorded."""
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import labtopo
+
+NODES = labtopo.members("bluemind_ha")
+VARS = labtopo.inventory_vars("bluemind_ha")
+VIP = VARS["bluemind_ha_vip"].split("/")[0]
+STORAGE = VARS["bluemind_ha_storage"]
+RESULTS = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs"
+# Test instrument, run on a node: PUTs numbered mail to BlueMind (the lab's
+# stand-in) through the floating IP every 0.2 s, one line per attempt.
+CLIENT = r"""
+import os, ssl, sys, time, urllib.request
+vip, prefix, end = sys.argv[1], sys.argv[2], time.time() + float(sys.argv[3])
+context = ssl._create_unverified_context()
+seq = 0
+while time.time() < end and not os.path.exists("/var/tmp/client.stop"):
+    seq += 1
+    t0 = time.time()
+    request = urllib.request.Request("https://%s/api/test/mail/%s-%d" % (vip, prefix, seq),
+                                     data=b"mail %d" % seq, method="PUT")
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            ok = response.status == 201
+            print("%s %d %.3f %d" % ("ack" if ok else "err", seq, t0, response.status), flush=True)
+    except Exception as exc:
+        print("err %d %.3f %s" % (seq, t0, type(exc).__name__), flush=True)
+    time.sleep(0.2)
+"""
+
+
+class Client:
+    """The client of BlueMind, on a node that stays up: acknowledgements and errors
+    are recorded here, on the host."""
+
+    def __init__(self, node: str, prefix: str, seconds: int = 900):
+        inst = labtopo.instances()[node]
+        labtopo.vm(node).check_output(f"rm -f /var/tmp/client.stop; cat > /var/tmp/client.py <<'EOF'\n{CLIENT}\nEOF")
+        self.node, self.prefix = node, prefix
+        self.acked: list[int] = []
+        self.errors: list[tuple[int, float, str]] = []
+        self.proc = subprocess.Popen(
+            ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+             "-i", inst["identity_file"], "-p", str(inst["port"]), f"{inst['user']}@{inst['address']}",
+             f"python3 /var/tmp/client.py {VIP} {prefix} {seconds}"],
+            stdout=subprocess.PIPE, text=True)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            fields = line.split()
+            if len(fields) == 4 and fields[0] == "ack":
+                self.acked.append(int(fields[1]))
+            elif len(fields) == 4 and fields[0] == "err":
+                self.errors.append((int(fields[1]), float(fields[2]), fields[3]))
+
+    def stop(self):
+        labtopo.vm(self.node).run("touch /var/tmp/client.stop")
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.thread.join(timeout=10)
+
+    def error_window(self) -> float:
+        if not self.errors:
+            return 0.0
+        return round(self.errors[-1][1] - self.errors[0][1] + 0.2, 1)
+
+
+def controller(node: str) -> dict:
+    return json.loads(labtopo.vm(node).check_output("bluemind-ha status --json"))
+
+
+def active_node() -> str:
+    active = [n for n in NODES if controller(n)["role"] == "active"]
+    assert len(active) == 1, f"active nodes: {active}"
+    return active[0]
+
+
+def other(node: str) -> str:
+    return next(n for n in NODES if n != node)
+
+
+# Test instrument, run on a node: reads back, through the floating IP, the mail
+# whose numbers come on stdin; prints the numbers not read back as written.
+READER = r"""
+import ssl, sys, urllib.error, urllib.request
+vip, prefix = sys.argv[1], sys.argv[2]
+context = ssl._create_unverified_context()
+for seq in sys.stdin.read().split():
+    try:
+        with urllib.request.urlopen("https://%s/api/test/mail/%s-%s" % (vip, prefix, seq), timeout=10,
+                                    context=context) as response:
+            if response.status != 200 or response.read().decode() != "mail %s" % seq:
+                print(seq)
+    except (urllib.error.URLError, OSError):
+        print(seq)
+"""
+
+
+def unreadable(node: str, prefix: str, seqs: list[int]) -> list[int]:
+    host = labtopo.vm(node)
+    host.check_output(f"cat > /var/tmp/reader.py <<'EOF'\n{READER}\nEOF")
+    numbers = " ".join(str(n) for n in seqs)
+    out = host.check_output(f"echo {numbers} | python3 /var/tmp/reader.py {VIP} {prefix}")
+    return [int(n) for n in out.split()]
+
+
+def status_ok(inventory) -> bool:
+    return labtopo.run_playbook("bluemind_ha.cluster.status", inventory)["rc"] == 0
+
+
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory):
+    return labtopo.write_inventory(tmp_path_factory.mktemp("operations") / "hosts.yml")
+
+
+@pytest.fixture(scope="module")
+def results():
+    data = {"scenario": STORAGE, "switchovers": []}
+    yield data
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"operations-{STORAGE}.json").write_text(json.dumps(data, indent=2))
+
+
+def test_status_reports_the_nominal_pair(inventory):
+    report = labtopo.run_playbook("bluemind_ha.cluster.status", inventory)
+    assert report["rc"] == 0, report["stderr"]
+    assert all(report["stats"][n]["changed"] == 0 for n in NODES), report["stats"]
+
+
+def test_switchover_is_refused_while_the_storage_is_not_whole(inventory):
+    active = active_node()
+    passive = other(active)
+    segment = "replication" if STORAGE == "drbd" else "fabric_a"
+    labtopo.labctl("link", labtopo.lab_name(), passive, segment, "off")
+    try:
+        # Wait until the pair itself sees it (DRBD disconnected; a SAN path failed).
+        labtopo.wait_for(lambda: not status_ok(inventory), 180, f"status to report {passive}'s {segment} cut")
+        report = labtopo.run_playbook("bluemind_ha.cluster.switchover", inventory)
+        assert report["rc"] != 0
+        assert all(report["stats"][n]["changed"] == 0 for n in NODES), report["stats"]
+        failures = [str(r.get("msg", "")) for name, host, r in labtopo.task_results(report) if r["status"] == "failed"]
+        assert any("Switchover refused" in msg for msg in failures), failures
+        assert active_node() == active
+    finally:
+        labtopo.labctl("link", labtopo.lab_name(), passive, segment, "on")
+    labtopo.wait_for(lambda: status_ok(inventory), 600, "the pair to be nominal again")
+
+
+@pytest.mark.parametrize("way", ["there", "back"])
+def test_switchover_moves_the_service_and_loses_no_acknowledged_write(inventory, results, way):
+    source = active_node()
+    target = other(source)
+    prefix = f"switch-{way}-{int(time.time())}"
+    client = Client(target, prefix)
+    labtopo.wait_for(lambda: len(client.acked) > 10, 60, "the client to make progress")
+    report = labtopo.run_playbook("bluemind_ha.cluster.switchover", inventory)
+    after = len(client.acked)
+    labtopo.wait_for(lambda: len(client.acked) > after + 10, 120, "the client to write to the new active node")
+    client.stop()
+    assert report["rc"] == 0, report["stderr"] + json.dumps([r.get("msg") for n, h, r in labtopo.task_results(report)
+                                                             if r["status"] == "failed"])
+    measured = [r["ansible_facts"]["bluemind_ha_switchover"] for name, host, r in labtopo.task_results(report)
+                if "bluemind_ha_switchover" in r.get("ansible_facts", {})]
+    assert measured and measured[0]["from"] == source and measured[0]["to"] == target, measured
+    assert active_node() == target
+    lost = unreadable(target, prefix, client.acked)
+    assert not lost, f"acknowledged mail not readable after the switchover: {lost[:10]}"
+    entry = {"from": source, "to": target, "unavailable_seconds": measured[0]["unavailable_seconds"],
+             "stop_seconds": measured[0]["stop_seconds"], "start_seconds": measured[0]["start_seconds"],
+             "client_acknowledged": len(client.acked), "client_errors": len(client.errors),
+             "client_error_window_seconds": client.error_window()}
+    results["switchovers"].append(entry)
+    print(json.dumps(entry))
+    # The client saw BlueMind unavailable no longer than the playbook measured,
+    # plus its own request timeout and the floating IP's move.
+    assert client.error_window() <= measured[0]["unavailable_seconds"] + 30, entry
