@@ -96,6 +96,10 @@ lab-operations: venv  ## Check the operations playbooks on the pair of `make lab
 	MOLECULE_EPHEMERAL_DIRECTORY=$(CURDIR)/.cache/lab LAB_NAME=demo-$(LAB_STORAGE) \
 	  $(BIN)/pytest -p no:cacheprovider -v molecule/shared/operations
 
+.PHONY: failover-report
+failover-report: venv  ## Report the lab's power-off failovers (JSON, markdown, SVG timelines) from the scenarios' logs.
+	$(BIN)/python tools/failover_report.py --logs $(LAB_CACHE_DIR)/logs
+
 .PHONY: lab-down
 lab-down: venv  ## Power off and remove every lab VM.
 	$(BIN)/python tests/lab/labctl.py down --all
