@@ -53,16 +53,12 @@ class Client:
     are recorded here, on the host."""
 
     def __init__(self, node: str, prefix: str, seconds: int = 900):
-        inst = labtopo.instances()[node]
         labtopo.vm(node).check_output(f"rm -f /var/tmp/client.stop; cat > /var/tmp/client.py <<'EOF'\n{CLIENT}\nEOF")
         self.node, self.prefix = node, prefix
         self.acked: list[int] = []
         self.errors: list[tuple[int, float, str]] = []
-        self.proc = subprocess.Popen(
-            ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-             "-i", inst["identity_file"], "-p", str(inst["port"]), f"{inst['user']}@{inst['address']}",
-             f"python3 /var/tmp/client.py {VIP} {prefix} {seconds}"],
-            stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(labtopo.ssh_argv(node, f"python3 /var/tmp/client.py {VIP} {prefix} {seconds}"),
+                                     stdout=subprocess.PIPE, text=True)
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 

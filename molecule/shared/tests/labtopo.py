@@ -175,6 +175,14 @@ while time.time() < end and not os.path.exists("/var/tmp/writer.stop"):
 """
 
 
+def ssh_argv(node: str, command: str) -> list[str]:
+    """An ssh command line that runs command on node, for a process whose output
+    is read while it runs (testinfra's run() returns only at the end)."""
+    inst = instances()[node]
+    return ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-i", inst["identity_file"], "-p", str(inst["port"]), f"{inst['user']}@{inst['address']}", command]
+
+
 class Writer:
     """Writes numbered records into a file on a node over SSH; each acknowledgement
     is recorded here, on the host, so it survives the power-off of that node."""
@@ -183,15 +191,11 @@ class Writer:
         import subprocess
         import threading
 
-        inst = instances()[node]
         vm(node).check_output(f"rm -f /var/tmp/writer.stop; cat > /var/tmp/writer.py <<'EOF'\n{WRITER}\nEOF")
         self.acked: list[int] = []
         self.errors: list[str] = []
-        self.proc = subprocess.Popen(
-            ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-             "-i", inst["identity_file"], "-p", str(inst["port"]), f"{inst['user']}@{inst['address']}",
-             f"python3 /var/tmp/writer.py {path} {start} {seconds}"],
-            stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(ssh_argv(node, f"python3 /var/tmp/writer.py {path} {start} {seconds}"),
+                                     stdout=subprocess.PIPE, text=True)
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
