@@ -1,5 +1,5 @@
-"""Lab only (installed in the test VMs by molecule/shared/prepare.yml, never by a
-role): a compile cache for code that Python imports from zip archives.
+"""Lab only (in the lab's VM image, loaded by lab-zipimport-cache.pth next to it;
+never installed by a role): a compile cache for code that Python imports from zip archives.
 
 Ansible runs each module from a zip of its module_utils, and Python cannot keep
 bytecode for a zip: every task compiled ansible.module_utils.basic and its
