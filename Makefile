@@ -88,8 +88,9 @@ lab: deps venv image  ## Boot the local lab (LAB_STORAGE=drbd|san) and deploy th
 	@echo "Lab inventory: $(LAB_INVENTORY)   shell: tests/lab/labctl.py ssh demo-$(LAB_STORAGE) node1"
 
 # The operations playbooks (status, switchover both ways with a client writing
-# through the floating IP, switchover refused on incomplete storage) on the pair
-# `make lab` deployed: outside `make test` for time (10 to 15 minutes).
+# through the floating IP, switchover refused on incomplete storage,
+# restore_nominal after a power-off, rebuild of a reinstalled node, upgrade) on
+# the pair `make lab` deployed: outside `make test` for time (docs/lab.md).
 .PHONY: lab-operations
 lab-operations: venv  ## Check the operations playbooks on the pair of `make lab` (same LAB_STORAGE).
 	MOLECULE_SCENARIO_DIRECTORY=$(CURDIR)/molecule/$(LAB_STORAGE) MOLECULE_SCENARIO_NAME=$(LAB_STORAGE) \

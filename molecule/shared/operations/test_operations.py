@@ -9,10 +9,21 @@ them against `make lab`'s pair (docs/lab.md).
 - switchover both ways while a client writes numbered mail through the floating
   IP: every acknowledged write is read back through the floating IP afterwards,
   the pair is nominal with the other node active, and the client's error window
-  and the playbook's measured unavailable time are recorded."""
+  and the playbook's measured unavailable time are recorded;
+- status exits non-zero while the active node is powered off (after the
+  failover), and restore_nominal, once it is back, rejoins it and moves the service
+  back to the preferred node;
+- rebuild is refused against the active node; a passive node reinstalled from
+  the base image (blank disks, same name and addresses) is rebuilt while a client
+  on the survivor writes through the floating IP: no error, nothing lost, the pair
+  nominal (DRBD: a full resync to the rebuilt node);
+- upgrade is refused on a degraded pair; then from the stand-in's 5.1.100 to
+  5.1.101: the post-upgrade step on the active node only, both nodes on 5.1.101,
+  the pair nominal (the lab is left on 5.1.101)."""
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -193,3 +204,144 @@ def test_switchover_moves_the_service_and_loses_no_acknowledged_write(inventory,
     # The client saw BlueMind unavailable no longer than the playbook measured,
     # plus its own request timeout and the floating IP's move.
     assert client.error_window() <= measured[0]["unavailable_seconds"] + 30, entry
+
+
+def failures(report: dict) -> list[str]:
+    return [str(r.get("msg", "")) for name, host, r in labtopo.task_results(report) if r["status"] == "failed"]
+
+
+def preferred_node() -> str:
+    """The keepalived role's rule: the higher keepalived_priority, else the first
+    node of the group (150 against 100)."""
+    priorities = {n: labtopo.host_vars(n).get("keepalived_priority", VARS.get("keepalived_priority")) for n in NODES}
+    if all(p is not None for p in priorities.values()):
+        return max(NODES, key=lambda n: priorities[n])
+    return NODES[0]
+
+
+def settled(active: str) -> bool:
+    mine, peer = controller(active), controller(other(active))
+    return (mine["role"], mine["bluemind"], peer["role"]) == ("active", "CORE_STATE_RUNNING", "passive")
+
+
+def test_status_fails_while_a_node_is_off_and_restore_nominal_brings_the_preferred_node_back(inventory, results):
+    victim = active_node()
+    survivor = other(victim)
+    labtopo.labctl("power", labtopo.lab_name(), victim, "off")
+    started = time.monotonic()
+    labtopo.wait_for(lambda: controller(survivor)["role"] == "active"
+                     and controller(survivor)["bluemind"] == "CORE_STATE_RUNNING", 300,
+                     f"{survivor} to take over from the powered-off {victim}")
+    failover = round(time.monotonic() - started, 1)
+    report = labtopo.run_playbook("bluemind_ha.cluster.status", inventory)
+    assert report["rc"] != 0, "status exited 0 with a node powered off"
+    assert report["stats"][survivor]["changed"] == 0, report["stats"]
+    labtopo.labctl("power", labtopo.lab_name(), victim, "on", "--wait")
+    labtopo.vm.cache_clear()
+    report = labtopo.run_playbook("bluemind_ha.cluster.restore_nominal", inventory,
+                                  {"bluemind_ha_restore_preferred": True}, timeout=2400)
+    assert report["rc"] == 0, report["stderr"] + json.dumps(failures(report))
+    assert active_node() == preferred_node()
+    assert settled(preferred_node())
+    assert status_ok(inventory)
+    results["restore_nominal"] = {"powered_off": victim, "failover_seconds": failover,
+                                  "messages": [r.get("msg") for n, h, r in labtopo.task_results(report)
+                                               if n.startswith("Report") or "nominal" in str(r.get("msg", ""))][-2:]}
+
+
+def test_rebuild_is_refused_against_the_active_node(inventory):
+    active = active_node()
+    report = labtopo.run_playbook("bluemind_ha.cluster.rebuild", inventory, {"bluemind_ha_rebuild_node": active})
+    assert report["rc"] != 0
+    assert all(report["stats"][n]["changed"] == 0 for n in NODES), report["stats"]
+    assert any(f"{active} is the ACTIVE node" in msg for msg in failures(report)), failures(report)
+    assert active_node() == active
+
+
+def prepare_reimaged(node: str, inventory) -> None:
+    """What the operator's provisioning does for a reinstalled server, here the
+    lab's prepare (its clock pointed at the lab's time server), on that node only."""
+    playbook = Path(__file__).resolve().parents[1] / "prepare.yml"
+    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False")
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(playbook),
+                           "--limit", f"{node}:localhost", "-e", f"lab_name_override={labtopo.lab_name()}"],
+                          capture_output=True, text=True, timeout=1200, env=env, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+def test_rebuild_of_a_reinstalled_passive_node_keeps_the_service(inventory, results):
+    survivor = active_node()
+    node = other(survivor)
+    prefix = f"rebuild-{int(time.time())}"
+    # The client runs on the survivor: the node under rebuild is wiped.
+    client = Client(survivor, prefix, seconds=3600)
+    labtopo.wait_for(lambda: len(client.acked) > 10, 60, "the client to make progress")
+    labtopo.labctl("power", labtopo.lab_name(), node, "reimage")
+    labtopo.labctl("power", labtopo.lab_name(), node, "on", "--wait")
+    labtopo.vm.cache_clear()
+    assert labtopo.vm(node).run("test -e /usr/local/sbin/bluemind-ha").rc != 0, f"{node} was not reinstalled"
+    prepare_reimaged(node, inventory)
+    started = time.monotonic()
+    report = labtopo.run_playbook("bluemind_ha.cluster.rebuild", inventory, {"bluemind_ha_rebuild_node": node},
+                                  timeout=3600)
+    took = round(time.monotonic() - started, 1)
+    after = len(client.acked)
+    labtopo.wait_for(lambda: len(client.acked) > after + 10, 60, "the client to keep writing")
+    client.stop()
+    assert report["rc"] == 0, report["stderr"] + json.dumps(failures(report))
+    changed_on_survivor = sorted({name for name, host, r in labtopo.task_results(report)
+                                  if host == survivor and r.get("changed")})
+    results["rebuild"] = {"node": node, "survivor": survivor, "seconds": took,
+                          "changed_on_survivor": changed_on_survivor,
+                          "client_acknowledged": len(client.acked), "client_errors": len(client.errors)}
+    print(json.dumps(results["rebuild"]))
+    assert not client.errors, client.errors[:5]
+    assert active_node() == survivor and settled(survivor)
+    lost = unreadable(survivor, prefix, client.acked)
+    assert not lost, f"acknowledged mail not readable after the rebuild: {lost[:10]}"
+    assert status_ok(inventory)
+    if STORAGE == "drbd":
+        # A full resync from the survivor, never the other way.
+        log = labtopo.vm(node).check_output("journalctl -k -b --no-pager | grep -E 'Resync done|SyncTarget' || true")
+        assert "SyncTarget" in log or "Resync done" in log, log
+
+
+def test_upgrade_is_refused_on_a_degraded_pair(inventory):
+    active = active_node()
+    passive = other(active)
+    segment = "replication" if STORAGE == "drbd" else "fabric_a"
+    labtopo.labctl("link", labtopo.lab_name(), passive, segment, "off")
+    try:
+        labtopo.wait_for(lambda: not status_ok(inventory), 180, f"status to report {passive}'s {segment} cut")
+        report = labtopo.run_playbook("bluemind_ha.cluster.upgrade", inventory, {"bluemind_version": "5.1.101"})
+        assert report["rc"] != 0
+        assert all(report["stats"][n]["changed"] == 0 for n in NODES), report["stats"]
+        assert any("Upgrade refused, nothing was changed." in msg for msg in failures(report)), failures(report)
+        versions = {n: labtopo.vm(n).check_output("dpkg-query -W -f='${Version}' bm-core") for n in NODES}
+        assert set(versions.values()) == {VARS["bluemind_version"]}, versions
+    finally:
+        labtopo.labctl("link", labtopo.lab_name(), passive, segment, "on")
+    labtopo.wait_for(lambda: status_ok(inventory), 600, "the pair to be nominal again")
+
+
+def test_upgrade_to_the_stand_in_s_next_version(inventory, results):
+    """Last: it leaves the pair on 5.1.101, which the scenario's inventory does not say."""
+    active = active_node()
+    passive = other(active)
+    upgrades = "/var/lib/postgresql/bluemind.upgrades"  # the stand-in's record, on the HA storage
+    before = labtopo.vm(active).run(f"cat {upgrades}").stdout.split()
+    report = labtopo.run_playbook("bluemind_ha.cluster.upgrade", inventory, {"bluemind_version": "5.1.101"},
+                                  timeout=1800)
+    assert report["rc"] == 0, report["stderr"] + json.dumps(failures(report))
+    versions = {n: labtopo.vm(n).check_output("dpkg-query -W -f='${Version}' bm-core") for n in NODES}
+    assert set(versions.values()) == {"5.1.101"}, versions
+    post = [(host, r.get("status")) for name, host, r in labtopo.task_results(report)
+            if "Run the post-upgrade step" in name]
+    assert [h for h, status in post if status not in ("skipped",)] == [active], post
+    assert labtopo.vm(active).check_output(f"cat {upgrades}").split() == before + ["5.1.101"]
+    assert active_node() == active and settled(active)
+    assert controller(passive)["role"] == "passive"
+    assert status_ok(inventory)
+    results["upgrade"] = {"active": active, "messages": [r.get("msg") for n, h, r in labtopo.task_results(report)
+                                                         if n == "Report the upgrade"]}
+    print(json.dumps(results["upgrade"]))
