@@ -20,6 +20,7 @@ them against `make lab`'s pair (docs/lab.md).
 - upgrade is refused on a degraded pair; then from the stand-in's 5.1.100 to
   5.1.101: the post-upgrade step on the active node only, both nodes on 5.1.101,
   the pair nominal (the lab is left on 5.1.101)."""
+import contextlib
 import json
 import os
 import subprocess
@@ -157,7 +158,10 @@ def test_status_reports_the_nominal_pair(inventory):
     assert all(report["stats"][n]["changed"] == 0 for n in NODES), report["stats"]
 
 
-def test_switchover_is_refused_while_the_storage_is_not_whole(inventory):
+@contextlib.contextmanager
+def storage_not_whole(inventory):
+    """The passive node's replication link (DRBD) or one of its fabric paths (SAN)
+    cut until the block ends, then the pair nominal again; yields (active, passive)."""
     active = active_node()
     passive = other(active)
     segment = "replication" if STORAGE == "drbd" else "fabric_a"
@@ -165,15 +169,23 @@ def test_switchover_is_refused_while_the_storage_is_not_whole(inventory):
     try:
         # Wait until the pair itself sees it (DRBD disconnected; a SAN path failed).
         labtopo.wait_for(lambda: not status_ok(inventory), 180, f"status to report {passive}'s {segment} cut")
-        report = labtopo.run_playbook("bluemind_ha.cluster.switchover", inventory)
-        assert report["rc"] != 0
-        assert all(report["stats"][n]["changed"] == 0 for n in NODES), report["stats"]
-        failures = [str(r.get("msg", "")) for name, host, r in labtopo.task_results(report) if r["status"] == "failed"]
-        assert any("Switchover refused" in msg for msg in failures), failures
-        assert active_node() == active
+        yield active, passive
     finally:
         labtopo.labctl("link", labtopo.lab_name(), passive, segment, "on")
     labtopo.wait_for(lambda: status_ok(inventory), 600, "the pair to be nominal again")
+
+
+def assert_refused(report: dict, phrase: str):
+    """Failed with phrase in a failure message, nothing changed on either node."""
+    assert report["rc"] != 0
+    assert all(report["stats"][n]["changed"] == 0 for n in NODES), report["stats"]
+    assert any(phrase in msg for msg in failures(report)), failures(report)
+
+
+def test_switchover_is_refused_while_the_storage_is_not_whole(inventory):
+    with storage_not_whole(inventory) as (active, _passive):
+        assert_refused(labtopo.run_playbook("bluemind_ha.cluster.switchover", inventory), "Switchover refused")
+        assert active_node() == active
 
 
 @pytest.mark.parametrize("way", ["there", "back"])
@@ -252,9 +264,7 @@ def test_status_fails_while_a_node_is_off_and_restore_nominal_brings_the_preferr
 def test_rebuild_is_refused_against_the_active_node(inventory):
     active = active_node()
     report = labtopo.run_playbook("bluemind_ha.cluster.rebuild", inventory, {"bluemind_ha_rebuild_node": active})
-    assert report["rc"] != 0
-    assert all(report["stats"][n]["changed"] == 0 for n in NODES), report["stats"]
-    assert any(f"{active} is the ACTIVE node" in msg for msg in failures(report)), failures(report)
+    assert_refused(report, f"{active} is the ACTIVE node")
     assert active_node() == active
 
 
@@ -307,21 +317,11 @@ def test_rebuild_of_a_reinstalled_passive_node_keeps_the_service(inventory, resu
 
 
 def test_upgrade_is_refused_on_a_degraded_pair(inventory):
-    active = active_node()
-    passive = other(active)
-    segment = "replication" if STORAGE == "drbd" else "fabric_a"
-    labtopo.labctl("link", labtopo.lab_name(), passive, segment, "off")
-    try:
-        labtopo.wait_for(lambda: not status_ok(inventory), 180, f"status to report {passive}'s {segment} cut")
+    with storage_not_whole(inventory):
         report = labtopo.run_playbook("bluemind_ha.cluster.upgrade", inventory, {"bluemind_version": "5.1.101"})
-        assert report["rc"] != 0
-        assert all(report["stats"][n]["changed"] == 0 for n in NODES), report["stats"]
-        assert any("Upgrade refused, nothing was changed." in msg for msg in failures(report)), failures(report)
+        assert_refused(report, "Upgrade refused, nothing was changed.")
         versions = {n: labtopo.vm(n).check_output("dpkg-query -W -f='${Version}' bm-core") for n in NODES}
         assert set(versions.values()) == {VARS["bluemind_version"]}, versions
-    finally:
-        labtopo.labctl("link", labtopo.lab_name(), passive, segment, "on")
-    labtopo.wait_for(lambda: status_ok(inventory), 600, "the pair to be nominal again")
 
 
 def test_upgrade_to_the_stand_in_s_next_version(inventory, results):
