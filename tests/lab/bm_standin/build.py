@@ -28,6 +28,7 @@ import email.utils
 import gzip
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,8 @@ DEFAULT_VERSIONS = ["5.1.100", "5.1.101"]
 KEY_FILE = "bluemind-standin.asc"
 SUBSCRIPTION = "subscription.bmz"
 MAINTAINER = "bluemind_ha.cluster lab <lab@lab.test>"
+# Every file of every package is dated 2024-01-01 00:00 UTC (reproducible builds).
+SOURCE_DATE_EPOCH = 1704067200
 # Distributions of the subscription archive: entry name (the vendor's
 # Distribution.getName(), the server's codename) -> kind of repository file.
 SUBSCRIPTION_ENTRIES = {"bookworm": "apt", "bullseye": "apt", "buster": "apt", "jammy": "apt", "focal": "apt",
@@ -144,6 +147,11 @@ def build_tree(name: str, version: str, root: Path) -> None:
         directory.chmod(0o755)
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and "DEBIAN" not in p.relative_to(root).parts)
     (root / "DEBIAN" / "control").write_text(control_text(name, version, max(1, (size + 1023) // 1024)))
+    # Reproducible: the same sources give the same .deb (file times fixed here, the
+    # ar members' times by SOURCE_DATE_EPOCH), so a rebuild of the repository (a
+    # reinstalled node's prepare) leaves the index other guests read valid.
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH), follow_symlinks=False)
 
 
 def hashes(data: bytes) -> dict:
@@ -262,7 +270,8 @@ def build(out: Path, url: str, versions: list[str]) -> dict:
                     rel = f"pool/{COMPONENT}/b/{name}/{name}_{version}_all.deb"
                     deb = out / rel
                     deb.parent.mkdir(parents=True, exist_ok=True)
-                    run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(deb)])
+                    run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(deb)],
+                        env=dict(os.environ, SOURCE_DATE_EPOCH=str(SOURCE_DATE_EPOCH)))
                     stanzas.append(packages_stanza((root / "DEBIAN" / "control").read_text(), rel, deb.read_bytes()))
                     debs.append(str(deb))
         release = write_release(out, write_indexes(out, stanzas), home, fingerprint)

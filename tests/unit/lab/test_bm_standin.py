@@ -189,6 +189,18 @@ def test_rebuild_keeps_the_signing_key(repo, tmp_path):
     assert {e["Version"] for e in packages_index(tmp_path / "same")} == {"5.1.102"}
 
 
+def test_rebuild_gives_the_same_packages(repo, tmp_path):
+    """A second build (a reinstalled node's prepare) must not change a .deb: guests
+    that read the index before would fetch files whose checksums no longer match."""
+    out, _result = repo
+    shutil.copytree(out, tmp_path / "copy", ignore=shutil.ignore_patterns("S.*"))
+    load_builder().build(tmp_path / "copy", URL + "/", VERSIONS)
+    first = {p.relative_to(out): p.read_bytes() for p in (out / "pool").rglob("*.deb")}
+    second = {p.relative_to(tmp_path / "copy"): p.read_bytes() for p in (tmp_path / "copy" / "pool").rglob("*.deb")}
+    assert first and first == second
+    assert packages_index(out) == packages_index(tmp_path / "copy")
+
+
 # ------------------------------------------------- maintainer scripts and units
 
 
