@@ -329,7 +329,8 @@ def test_upgrade_to_the_stand_in_s_next_version(inventory, results):
     active = active_node()
     passive = other(active)
     upgrades = "/var/lib/postgresql/bluemind.upgrades"  # the stand-in's record, on the HA storage
-    before = labtopo.vm(active).run(f"cat {upgrades}").stdout.split()
+    # One line a post-upgrade step: "TIME VERSION".
+    before = [line.split()[-1] for line in labtopo.vm(active).run(f"cat {upgrades}").stdout.splitlines()]
     report = labtopo.run_playbook("bluemind_ha.cluster.upgrade", inventory, {"bluemind_version": "5.1.101"},
                                   timeout=1800)
     assert report["rc"] == 0, report["stderr"] + json.dumps(failures(report))
@@ -338,7 +339,8 @@ def test_upgrade_to_the_stand_in_s_next_version(inventory, results):
     post = [(host, r.get("status")) for name, host, r in labtopo.task_results(report)
             if "Run the post-upgrade step" in name]
     assert [h for h, status in post if status not in ("skipped",)] == [active], post
-    assert labtopo.vm(active).check_output(f"cat {upgrades}").split() == before + ["5.1.101"]
+    after = [line.split()[-1] for line in labtopo.vm(active).check_output(f"cat {upgrades}").splitlines()]
+    assert after == before + ["5.1.101"], after
     assert active_node() == active and settled(active)
     assert controller(passive)["role"] == "passive"
     assert status_ok(inventory)
