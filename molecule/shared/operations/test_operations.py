@@ -283,6 +283,14 @@ def prepare_reimaged(node: str, inventory) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
 
 
+def fenced_since(survivor: str, node: str, since: str) -> bool:
+    """survivor's fence agent logged, at or after since, node powered off (or
+    found off)."""
+    log = labtopo.vm(survivor).run("cat /var/log/bluemind-ha/fence.log").stdout
+    return any(line[:19] >= since and (f"off: done on {node}" in line or f"off: {node} is already off" in line)
+               for line in log.splitlines())
+
+
 def test_rebuild_of_a_reinstalled_passive_node_keeps_the_service(inventory, results):
     survivor = active_node()
     node = other(survivor)
@@ -290,7 +298,14 @@ def test_rebuild_of_a_reinstalled_passive_node_keeps_the_service(inventory, resu
     # The client runs on the survivor: the node under rebuild is wiped.
     client = Client(survivor, prefix, seconds=3600)
     labtopo.wait_for(lambda: len(client.acked) > 10, 60, "the client to make progress")
+    since = labtopo.vm(survivor).check_output("date +%Y-%m-%dT%H:%M:%S")
     labtopo.labctl("power", labtopo.lab_name(), node, "reimage")
+    if STORAGE == "drbd":
+        # The survivor's DRBD fences the peer it lost (its power off through the
+        # management controller): the operator reinstalls a node that stays off, so
+        # the node is powered on only once that is done (powered on earlier, the
+        # fencing switched it off again as it booted).
+        labtopo.wait_for(lambda: fenced_since(survivor, node, since), 180, f"{survivor} to fence {node}")
     labtopo.labctl("power", labtopo.lab_name(), node, "on", "--wait")
     labtopo.vm.cache_clear()
     assert labtopo.vm(node).run("test -e /usr/local/sbin/bluemind-ha").rc != 0, f"{node} was not reinstalled"
