@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import labtopo
+import pairstate
 
 NODES = labtopo.members("bluemind_ha")
 DEVICE = "/dev/drbd0"
@@ -114,6 +115,7 @@ def test_a_replication_link_cut_keeps_the_primary_serving_and_the_secondary_pass
     assert not writer.errors, writer.errors[:5]
     assert primary() == active
     no_split_brain()
+    assert pairstate.assert_pair_invariants() == active
 
 
 def test_in_a_partition_one_node_stays_primary_and_the_other_is_powered_off():
@@ -149,3 +151,4 @@ def test_in_a_partition_one_node_stays_primary_and_the_other_is_powered_off():
     assert set(writer.acked) <= readable(active)
     no_split_brain()
     labtopo.wait_for(lambda: settled(active), 300, f"{passive} to rejoin as passive")
+    assert pairstate.assert_pair_invariants() == active

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 import labtopo
+import pairstate
 
 LAB = labtopo.lab_name()
 NODES = labtopo.members("bluemind_ha")
@@ -153,3 +154,4 @@ def test_in_a_partition_the_active_node_wins():
     # The active node fenced well within the passive node's delay.
     assert outcomes[active][1] < DELAY, outcomes
     assert holder() == active
+    assert pairstate.assert_pair_invariants() == active

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import labtopo
+import pairstate
 
 NODES = labtopo.members("bluemind_ha")
 VIP = labtopo.inventory_vars("bluemind_ha")["bluemind_ha_vip"].split("/")[0]
@@ -149,6 +150,7 @@ def test_stopping_keepalived_moves_the_ip_even_when_its_stop_notify_is_lost():
     labtopo.wait_for(lambda: vrrp_state(holder) == "BACKUP", 60, f"{holder} to be BACKUP again")
     wait_bluemind_follows(peer)
     assert_stays(peer, 5)
+    assert pairstate.assert_pair_invariants() == peer
 
 
 def test_failing_health_check_moves_the_ip_and_it_does_not_come_back():
@@ -164,6 +166,7 @@ def test_failing_health_check_moves_the_ip_and_it_does_not_come_back():
     labtopo.wait_for(lambda: vrrp_state(holder) == "BACKUP", 60, f"{holder} to leave FAULT for BACKUP")
     wait_bluemind_follows(peer)
     assert_stays(peer, 5)
+    assert pairstate.assert_pair_invariants() == peer
 
 
 def test_public_link_loss_moves_the_ip_and_it_does_not_come_back():
@@ -180,6 +183,7 @@ def test_public_link_loss_moves_the_ip_and_it_does_not_come_back():
     labtopo.wait_for(lambda: vrrp_state(holder) == "BACKUP", 60, f"{holder} to be BACKUP again")
     wait_bluemind_follows(peer)
     assert_stays(peer, 5)
+    assert pairstate.assert_pair_invariants() == peer
 
 
 def held_intervals(samples: list[tuple[float, int]]) -> list[tuple[float, float]]:

@@ -23,78 +23,20 @@ them against `make lab`'s pair (docs/lab.md).
 import contextlib
 import json
 import os
-import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 import labtopo
+import pairstate
 
 NODES = labtopo.members("bluemind_ha")
 VARS = labtopo.inventory_vars("bluemind_ha")
-VIP = VARS["bluemind_ha_vip"].split("/")[0]
 STORAGE = VARS["bluemind_ha_storage"]
 RESULTS = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs"
-# Test instrument, run on a node: PUTs numbered mail to BlueMind (the lab's
-# stand-in) through the floating IP every 0.2 s, one line per attempt.
-CLIENT = r"""
-import os, ssl, sys, time, urllib.request
-vip, prefix, end = sys.argv[1], sys.argv[2], time.time() + float(sys.argv[3])
-context = ssl._create_unverified_context()
-seq = 0
-while time.time() < end and not os.path.exists("/var/tmp/client.stop"):
-    seq += 1
-    t0 = time.time()
-    request = urllib.request.Request("https://%s/api/test/mail/%s-%d" % (vip, prefix, seq),
-                                     data=b"mail %d" % seq, method="PUT")
-    try:
-        with urllib.request.urlopen(request, timeout=5, context=context) as response:
-            ok = response.status == 201
-            print("%s %d %.3f %d" % ("ack" if ok else "err", seq, t0, response.status), flush=True)
-    except Exception as exc:
-        print("err %d %.3f %s" % (seq, t0, type(exc).__name__), flush=True)
-    time.sleep(0.2)
-"""
-
-
-class Client:
-    """The client of BlueMind, on a node that stays up: acknowledgements and errors
-    are recorded here, on the host."""
-
-    def __init__(self, node: str, prefix: str, seconds: int = 900):
-        labtopo.vm(node).check_output(f"rm -f /var/tmp/client.stop; cat > /var/tmp/client.py <<'EOF'\n{CLIENT}\nEOF")
-        self.node, self.prefix = node, prefix
-        self.acked: list[int] = []
-        self.errors: list[tuple[int, float, str]] = []
-        self.proc = subprocess.Popen(labtopo.ssh_argv(node, f"python3 /var/tmp/client.py {VIP} {prefix} {seconds}"),
-                                     stdout=subprocess.PIPE, text=True)
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            fields = line.split()
-            if len(fields) == 4 and fields[0] == "ack":
-                self.acked.append(int(fields[1]))
-            elif len(fields) == 4 and fields[0] == "err":
-                self.errors.append((int(fields[1]), float(fields[2]), fields[3]))
-
-    def stop(self):
-        labtopo.vm(self.node).run("touch /var/tmp/client.stop")
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.thread.join(timeout=10)
-
-    def error_window(self) -> float:
-        if not self.errors:
-            return 0.0
-        return round(self.errors[-1][1] - self.errors[0][1] + 0.2, 1)
 
 
 def controller(node: str) -> dict:
@@ -109,31 +51,6 @@ def active_node() -> str:
 
 def other(node: str) -> str:
     return next(n for n in NODES if n != node)
-
-
-# Test instrument, run on a node: reads back, through the floating IP, the mail
-# whose numbers come on stdin; prints the numbers not read back as written.
-READER = r"""
-import ssl, sys, urllib.error, urllib.request
-vip, prefix = sys.argv[1], sys.argv[2]
-context = ssl._create_unverified_context()
-for seq in sys.stdin.read().split():
-    try:
-        with urllib.request.urlopen("https://%s/api/test/mail/%s-%s" % (vip, prefix, seq), timeout=10,
-                                    context=context) as response:
-            if response.status != 200 or response.read().decode() != "mail %s" % seq:
-                print(seq)
-    except (urllib.error.URLError, OSError):
-        print(seq)
-"""
-
-
-def unreadable(node: str, prefix: str, seqs: list[int]) -> list[int]:
-    host = labtopo.vm(node)
-    host.check_output(f"cat > /var/tmp/reader.py <<'EOF'\n{READER}\nEOF")
-    numbers = " ".join(str(n) for n in seqs)
-    out = host.check_output(f"echo {numbers} | python3 /var/tmp/reader.py {VIP} {prefix}")
-    return [int(n) for n in out.split()]
 
 
 def status_ok(inventory) -> bool:
@@ -198,7 +115,7 @@ def test_switchover_moves_the_service_and_loses_no_acknowledged_write(inventory,
     source = active_node()
     target = other(source)
     prefix = f"switch-{way}-{int(time.time())}"
-    client = Client(target, prefix)
+    client = pairstate.Client(target, prefix)
     labtopo.wait_for(lambda: len(client.acked) > 10, 60, "the client to make progress")
     report = labtopo.run_playbook("bluemind_ha.cluster.switchover", inventory)
     after = len(client.acked)
@@ -210,7 +127,7 @@ def test_switchover_moves_the_service_and_loses_no_acknowledged_write(inventory,
                 if "bluemind_ha_switchover" in r.get("ansible_facts", {})]
     assert measured and measured[0]["from"] == source and measured[0]["to"] == target, measured
     assert active_node() == target
-    lost = unreadable(target, prefix, client.acked)
+    lost = client.unreadable()
     assert not lost, f"acknowledged mail not readable after the switchover: {lost[:10]}"
     entry = {"from": source, "to": target, "unavailable_seconds": measured[0]["unavailable_seconds"],
              "stop_seconds": measured[0]["stop_seconds"], "start_seconds": measured[0]["start_seconds"],
@@ -284,15 +201,6 @@ def prepare_reimaged(node: str, inventory) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
 
 
-def fenced_since(survivor: str, node: str, since: str) -> bool:
-    """survivor's fence agent logged, at or after since, node powered off (or
-    found off)."""
-    log = labtopo.vm(survivor).run("cat /var/log/bluemind-ha/fence.log").stdout
-    # "off: done on node2 (controller ...) in 8.4 s", "off: node2 (controller ...) is already off"
-    done = re.compile(rf"off: (done on {re.escape(node)} |{re.escape(node)} .*is already off)")
-    return any(line[:19] >= since and done.search(line) for line in log.splitlines())
-
-
 def test_rebuild_of_a_reinstalled_passive_node_keeps_the_service(inventory, results):
     survivor = active_node()
     node = other(survivor)
@@ -304,7 +212,7 @@ def test_rebuild_of_a_reinstalled_passive_node_keeps_the_service(inventory, resu
         # management controller): the operator reinstalls a node that stays off, so
         # the node is powered on only once that is done (powered on earlier, the
         # fencing switched it off again as it booted).
-        labtopo.wait_for(lambda: fenced_since(survivor, node, since), 180, f"{survivor} to fence {node}")
+        labtopo.wait_for(lambda: pairstate.fenced_since(survivor, node, since), 180, f"{survivor} to fence {node}")
     labtopo.labctl("power", labtopo.lab_name(), node, "on", "--wait")
     labtopo.vm.cache_clear()
     assert labtopo.vm(node).run("test -e /usr/local/sbin/bluemind-ha").rc != 0, f"{node} was not reinstalled"
@@ -312,7 +220,7 @@ def test_rebuild_of_a_reinstalled_passive_node_keeps_the_service(inventory, resu
     # fault of its own (drbd: the survivor's I/O waits for the peer's ping timeout
     # and its fencing, 10-20 s in the lab, which a client started before saw); the
     # rebuild itself must not disturb the service.
-    client = Client(survivor, prefix, seconds=3600)
+    client = pairstate.Client(survivor, prefix, seconds=3600)
     labtopo.wait_for(lambda: len(client.acked) > 10, 60, "the client to make progress")
     prepare_reimaged(node, inventory)
     started = time.monotonic()
@@ -331,7 +239,7 @@ def test_rebuild_of_a_reinstalled_passive_node_keeps_the_service(inventory, resu
     print(json.dumps(results["rebuild"]))
     assert not client.errors, client.errors[:5]
     assert active_node() == survivor and settled(survivor)
-    lost = unreadable(survivor, prefix, client.acked)
+    lost = client.unreadable()
     assert not lost, f"acknowledged mail not readable after the rebuild: {lost[:10]}"
     assert status_ok(inventory)
     if STORAGE == "drbd":

@@ -183,40 +183,59 @@ def ssh_argv(node: str, command: str) -> list[str]:
             "-i", inst["identity_file"], "-p", str(inst["port"]), f"{inst['user']}@{inst['address']}", command]
 
 
-class Writer:
-    """Writes numbered records into a file on a node over SSH; each acknowledgement
-    is recorded here, on the host, so it survives the power-off of that node."""
+class Remote:
+    """A program on a VM whose output lines are read here, on the host, while it
+    runs (each goes to line(fields)); it ends by itself, or when stop_file exists
+    on the VM."""
 
-    def __init__(self, node: str, path: str, start: int = 0, seconds: int = 240):
+    def __init__(self, node: str, command: str, stop_file: str):
         import subprocess
         import threading
 
-        vm(node).check_output(f"rm -f /var/tmp/writer.stop; cat > /var/tmp/writer.py <<'EOF'\n{WRITER}\nEOF")
-        self.acked: list[int] = []
-        self.errors: list[str] = []
-        self.proc = subprocess.Popen(ssh_argv(node, f"python3 /var/tmp/writer.py {path} {start} {seconds}"),
-                                     stdout=subprocess.PIPE, text=True)
+        self.node, self.stop_file = node, stop_file
+        self.proc = subprocess.Popen(ssh_argv(node, command), stdout=subprocess.PIPE, text=True)
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
     def _read(self):
-        for line in self.proc.stdout:
-            fields = line.split()
-            if fields and fields[0] == "ack":
-                self.acked.append(int(fields[1]))
-            elif fields and fields[0] == "err":
-                self.errors.append(line.strip())
+        for text in self.proc.stdout:
+            self.line(text.split())
 
-    def stop(self, node: str | None = None):
+    def line(self, fields: list[str]):
+        raise NotImplementedError
+
+    def finish(self, ask: bool = True):
+        """Ask the program to stop (unless its VM is gone) and wait for its end."""
         import subprocess
 
-        if node:
-            vm(node).run("touch /var/tmp/writer.stop")
+        if ask:
+            vm(self.node).run(f"touch {self.stop_file}")
         try:
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.thread.join(timeout=10)
+
+
+class Writer(Remote):
+    """Writes numbered records into a file on a node over SSH; each acknowledgement
+    is recorded here, on the host, so it survives the power-off of that node."""
+
+    def __init__(self, node: str, path: str, start: int = 0, seconds: int = 240):
+        vm(node).check_output(f"rm -f /var/tmp/writer.stop; cat > /var/tmp/writer.py <<'EOF'\n{WRITER}\nEOF")
+        self.acked: list[int] = []
+        self.errors: list[str] = []
+        super().__init__(node, f"python3 /var/tmp/writer.py {path} {start} {seconds}", "/var/tmp/writer.stop")
+
+    def line(self, fields: list[str]):
+        if fields and fields[0] == "ack":
+            self.acked.append(int(fields[1]))
+        elif fields and fields[0] == "err":
+            self.errors.append(" ".join(fields))
+
+    def stop(self, node: str | None = None):
+        """Stop the writer; node (its VM) when it is still up to be asked."""
+        self.finish(ask=bool(node))
 
 
 def records(node: str, path: str) -> set[int]:

@@ -1,0 +1,188 @@
+"""The fault matrix's common instruments (both scenarios, and the operations
+checks): a client of BlueMind writing through the floating IP, and the pair's
+invariants, asserted on both nodes after every fault.
+
+The invariants, from design.md's safety rules:
+- exactly one node holds the floating IP;
+- at most one node has the storage writable (DRBD: Primary; SAN: the filesystem
+  mounted read-write) and at most one has it mounted;
+- BlueMind runs only where the storage is mounted, and where the floating IP is;
+- every write the client saw acknowledged is readable through the floating IP.
+The first three are safety properties: they are asserted on every sample taken
+while the pair settles, not only on the last one."""
+from __future__ import annotations
+
+import re
+import time
+
+import labtopo
+
+NODES = labtopo.members("bluemind_ha")
+VARS = labtopo.inventory_vars("bluemind_ha")
+VIP = VARS["bluemind_ha_vip"].split("/")[0]
+STORAGE = VARS["bluemind_ha_storage"]
+MOUNT = "/srv/bluemind-ha"  # controller_mountpoint
+DRBD_RESOURCE = VARS.get("drbd_resource", "bluemind")
+BLUEMIND_UNITS = "'bm-*' bluemind.target postgresql.service"
+
+# Test instrument, run on a VM: PUTs numbered mail to BlueMind (the lab's
+# stand-in) through the floating IP every 0.2 s, one line per attempt.
+CLIENT = r"""
+import os, ssl, sys, time, urllib.request
+vip, prefix, end = sys.argv[1], sys.argv[2], time.time() + float(sys.argv[3])
+context = ssl._create_unverified_context()
+seq = 0
+while time.time() < end and not os.path.exists("/var/tmp/client.stop"):
+    seq += 1
+    t0 = time.time()
+    request = urllib.request.Request("https://%s/api/test/mail/%s-%d" % (vip, prefix, seq),
+                                     data=b"mail %d" % seq, method="PUT")
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            ok = response.status == 201
+            print("%s %d %.3f %d %.3f" % ("ack" if ok else "err", seq, t0, response.status, time.time()),
+                  flush=True)
+    except Exception as exc:
+        print("err %d %.3f %s %.3f" % (seq, t0, type(exc).__name__, time.time()), flush=True)
+    time.sleep(0.2)
+"""
+
+# Test instrument, run on a VM: reads back, through the floating IP, the mail
+# whose numbers come on stdin; prints the numbers not read back as written.
+READER = r"""
+import ssl, sys, urllib.error, urllib.request
+vip, prefix = sys.argv[1], sys.argv[2]
+context = ssl._create_unverified_context()
+for seq in sys.stdin.read().split():
+    try:
+        with urllib.request.urlopen("https://%s/api/test/mail/%s-%s" % (vip, prefix, seq), timeout=10,
+                                    context=context) as response:
+            if response.status != 200 or response.read().decode() != "mail %s" % seq:
+                print(seq)
+    except (urllib.error.URLError, OSError):
+        print(seq)
+"""
+
+
+def client_host(active: str) -> str:
+    """Where a client runs: a VM on the public segment outside the pair when the
+    scenario has one (san: the array VM), else the given node of the pair (drbd),
+    which the caller keeps up."""
+    for platform in labtopo.platforms():
+        if "bluemind_ha" not in platform.get("groups", []) and any(
+                nic["segment"] == "public" for nic in platform.get("nics", [])):
+            return platform["name"]
+    return active
+
+
+class Client(labtopo.Remote):
+    """A client of BlueMind on one VM: acknowledgements and errors are recorded
+    here, on the host, so they survive any fault of the guests."""
+
+    def __init__(self, node: str, prefix: str, seconds: int = 900):
+        labtopo.vm(node).check_output(f"rm -f /var/tmp/client.stop; cat > /var/tmp/client.py <<'EOF'\n{CLIENT}\nEOF")
+        self.prefix = prefix
+        self.acked: list[int] = []
+        # (number, start, end) of each acknowledged request, the VM's clock (chrony, the host's time)
+        self.acks: list[tuple[int, float, float]] = []
+        self.errors: list[tuple[int, float, str]] = []
+        super().__init__(node, f"python3 /var/tmp/client.py {VIP} {prefix} {seconds}", "/var/tmp/client.stop")
+
+    def line(self, fields: list[str]):
+        if len(fields) == 5 and fields[0] == "ack":
+            self.acks.append((int(fields[1]), float(fields[2]), float(fields[4])))
+            self.acked.append(int(fields[1]))
+        elif len(fields) == 5 and fields[0] == "err":
+            self.errors.append((int(fields[1]), float(fields[2]), fields[3]))
+
+    def stop(self):
+        self.finish()
+
+    def first_ack_after(self, moment: float) -> tuple[int, float, float] | None:
+        """The first request started after moment and acknowledged."""
+        return next((ack for ack in list(self.acks) if ack[1] > moment), None)
+
+    def error_window(self) -> float:
+        """Seconds from the first failed request's start to the last one's, plus
+        the client's pause: 0 when every request was acknowledged."""
+        if not self.errors:
+            return 0.0
+        return round(self.errors[-1][1] - self.errors[0][1] + 0.2, 1)
+
+    def unreadable(self) -> list[int]:
+        """The acknowledged mail not read back as written through the floating IP."""
+        host = labtopo.vm(self.node)
+        host.check_output(f"cat > /var/tmp/reader.py <<'EOF'\n{READER}\nEOF")
+        numbers = " ".join(str(n) for n in self.acked)
+        out = host.check_output(f"echo {numbers} | python3 /var/tmp/reader.py {VIP} {self.prefix}")
+        return [int(n) for n in out.split()]
+
+
+def snapshot(node: str) -> dict:
+    """One node's side of the invariants, in one SSH round trip."""
+    out = labtopo.vm(node).check_output(
+        f"v=$(ip -o addr show to {VIP} | wc -l);"
+        f" m=$(findmnt -n -o OPTIONS --mountpoint {MOUNT} | cut -d, -f1);"
+        f" r=$(drbdadm role {DRBD_RESOURCE} 2>/dev/null | cut -d/ -f1);"
+        f" u=$(systemctl list-units --state=active --plain --no-legend {BLUEMIND_UNITS} | awk '{{printf \"%s \", $1}}');"
+        " echo \"$v|$m|$r|$u\"")
+    vip, mount, role, units = out.strip().split("|")
+    return {"vip": int(vip) > 0, "mounted": bool(mount), "writable": role == "Primary" or mount == "rw",
+            "units": units.split()}
+
+
+def safety_violations(states: dict[str, dict]) -> list[str]:
+    """What no sample of the pair may show, at any moment."""
+    problems = []
+    for key, what in (("vip", "hold the floating IP"), ("writable", "have the storage writable"),
+                      ("mounted", "have the storage mounted")):
+        nodes = [n for n, s in states.items() if s[key]]
+        if len(nodes) > 1:
+            problems.append(f"{' and '.join(nodes)} both {what}")
+    problems += [f"{n} runs {s['units']} without the storage" for n, s in states.items()
+                 if s["units"] and not s["mounted"]]
+    return problems
+
+
+def whole(states: dict[str, dict]) -> bool:
+    """The service settled on one node: the floating IP, the storage and bm-core
+    there, nothing of BlueMind on the other."""
+    holders = [n for n, s in states.items() if s["vip"]]
+    if len(holders) != 1:
+        return False
+    active = states[holders[0]]
+    others = [s for n, s in states.items() if n != holders[0]]
+    return active["mounted"] and "bm-core.service" in active["units"] and all(
+        not s["units"] and not s["mounted"] for s in others)
+
+
+def assert_pair_invariants(client: Client | None = None, timeout: float = 300,
+                           nodes: list[str] | None = None) -> str:
+    """Sample both nodes (or the given ones: a node that is off has nothing
+    running) until the service is whole, at most timeout seconds, asserting the
+    safety properties on every sample; then, given a client, every write it saw
+    acknowledged is read back through the floating IP. Returns the active node."""
+    nodes = nodes or NODES
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {n: snapshot(n) for n in nodes}
+        problems = safety_violations(states)
+        assert not problems, f"invariant broken: {problems}; states: {states}"
+        if whole(states):
+            break
+        assert time.monotonic() < deadline, f"the pair did not settle within {timeout:.0f} s: {states}"
+        time.sleep(1)
+    active = next(n for n, s in states.items() if s["vip"])
+    if client is not None:
+        lost = client.unreadable()
+        assert not lost, f"acknowledged writes not readable through the floating IP: {lost[:10]}"
+    return active
+
+
+def fenced_since(survivor: str, node: str, since: str) -> bool:
+    """survivor's fence agent logged, at or after since (the survivor's
+    %Y-%m-%dT%H:%M:%S), node powered off (or found off)."""
+    log = labtopo.vm(survivor).run("cat /var/log/bluemind-ha/fence.log").stdout
+    # "off: done on node2 (controller ...) in 8.4 s", "off: node2 (controller ...) is already off"
+    done = re.compile(rf"off: (done on {re.escape(node)} |{re.escape(node)} .*is already off)")
+    return any(line[:19] >= since and done.search(line) for line in log.splitlines())
