@@ -5,13 +5,16 @@ Input: the files the scenarios' checks write, LOGS/bluemind-failover-<scenario>.
 (test_bluemind, one entry per power-off run: total seconds to CORE_STATE_RUNNING
 through the floating IP, seconds until the survivor held the floating IP, the
 survivor controller's activation steps from its journal, the writes the client
-had acknowledged). LAB_FAILOVER_RUNS=5 makes five runs a scenario.
+had acknowledged). LAB_FAILOVER_RUNS=5 makes five runs a scenario; the benchmark
+(tests/lab/benchmark.py) writes the same file under LOGS/benchmark/.
 
     python3 tools/failover_report.py [--logs DIR] [--out DIR] [--advert-int S] [--priority NODE=P ...]
 
 Phases of one run, in order, from the power-off:
   detection   until the survivor holds the floating IP (VRRP master down)
-  claim       the storage claim (DRBD: promote, with fence-peer; SAN: reserve or preempt)
+  fencing     the survivor's fence agent powering the lost node off during the
+              claim (runs with fence_seconds: the benchmark's, DRBD's fence-peer)
+  claim       the storage claim (DRBD: promote; SAN: reserve or preempt), less the fencing
   mount, expose, mark, start, ready
               the controller's other activation steps (ready: BlueMind answers)
   first request
@@ -35,8 +38,8 @@ import sys
 from pathlib import Path
 
 STEPS = ("claim", "mount", "expose", "mark", "start", "ready")
-PHASES = ("detection",) + STEPS + ("first request",)
-COLOURS = {"detection": "#d62728", "claim": "#ff7f0e", "mount": "#bcbd22", "expose": "#8c564b",
+PHASES = ("detection", "fencing") + STEPS + ("first request",)
+COLOURS = {"detection": "#d62728", "fencing": "#9467bd", "claim": "#ff7f0e", "mount": "#bcbd22", "expose": "#8c564b",
            "mark": "#7f7f7f", "start": "#1f77b4", "ready": "#17becf", "first request": "#2ca02c"}
 STEP_LINE = re.compile(r"step=(?P<step>\w+) outcome=\w+ seconds=(?P<seconds>[0-9.]+)")
 
@@ -54,6 +57,11 @@ def phases(run: dict) -> dict[str, float]:
             steps[match["step"]] = float(match["seconds"])
     out = {"detection": float(run["vip_seconds"])}
     out.update({step: steps.get(step, 0.0) for step in STEPS})
+    # The storage claim's call to the fence agent (DRBD's fence-peer), when the
+    # run recorded it: a phase of its own, carved out of the claim.
+    out["fencing"] = min(float(run.get("fence_seconds") or 0.0), out["claim"])
+    out["claim"] -= out["fencing"]
+    out = {phase: out[phase] for phase in PHASES if phase in out}
     out["first request"] = max(0.0, float(run["seconds"]) - sum(out.values()))
     return out
 

@@ -77,3 +77,15 @@ def test_cli_refuses_missing_results_and_bad_priorities(tmp_path, capsys):
         report.main(["--logs", str(tmp_path), "--priority", "node1=300"])
     assert exc.value.code == 2
     assert "between 1 and 254" in capsys.readouterr().err
+
+
+def test_fencing_is_carved_out_of_the_claim_when_recorded():
+    run = dict(RESULTS["runs"][0], fence_seconds=6.5)
+    phases = report.phases(run)
+    assert phases["fencing"] == 6.5 and phases["claim"] == pytest.approx(19.4 - 6.5)
+    assert sum(phases.values()) == pytest.approx(31.9)
+    assert list(phases) == list(report.PHASES)
+    # A fencing longer than the claim it ran in cannot be: bounded by the claim.
+    assert report.phases(dict(run, fence_seconds=50))["fencing"] == 19.4
+    # Without a record, no fencing phase (0 s) and the claim unchanged.
+    assert report.phases(RESULTS["runs"][0])["fencing"] == 0.0
