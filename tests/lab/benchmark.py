@@ -242,8 +242,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--storage", choices=("drbd", "san"), default=os.environ.get("LAB_STORAGE", "drbd"))
     parser.add_argument("--runs", type=int, default=5, help="runs of each measure (default 5)")
-    parser.add_argument("--fresh-runs", type=int, help="fresh deployments (default: --runs; 0 to reuse the lab "
-                                                        "`make lab` deployed)")
+    parser.add_argument("--fresh-runs", type=int,
+                        help="fresh deployments (default: --runs; 0 to reuse the lab `make lab` deployed)")
     parser.add_argument("--out", type=Path, help="default: LAB_CACHE_DIR/logs/benchmark")
     args = parser.parse_args(argv)
     if args.runs < 1:
