@@ -139,8 +139,8 @@ class Bench:
         if prepare.returncode != 0:
             raise RuntimeError(f"prepare failed: {prepare.stdout[-3000:]}{prepare.stderr[-2000:]}")
         report, took = self.playbook("bluemind_ha.cluster.site")
-        self.pairstate.assert_pair_invariants()
-        return {"seconds": took, "changed": self.changed(report), "boot_seconds": boot}
+        active = self.pairstate.assert_pair_invariants()
+        return {"seconds": took, "changed": self.changed(report), "boot_seconds": boot, "active": active}
 
     def noop_site(self) -> dict:
         active = self.pairstate.assert_pair_invariants()
