@@ -105,7 +105,8 @@ def svg(summary: dict, scale: float = 12.0) -> str:
     runs = summary["runs"]
     longest = max(sum(r["phases"].values()) for r in runs)
     left, top, bar_height, gap = 90, 40, 22, 10
-    width = int(left + longest * scale + 40)
+    legend_width = sum(14 + 7 * len(phase) + 16 for phase in PHASES)
+    width = int(left + max(longest * scale, legend_width) + 40)
     height = top + len(runs) * (bar_height + gap) + 70
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="sans-serif" font-size="12">',

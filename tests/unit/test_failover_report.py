@@ -89,3 +89,14 @@ def test_fencing_is_carved_out_of_the_claim_when_recorded():
     assert report.phases(dict(run, fence_seconds=50))["fencing"] == 19.4
     # Without a record, no fencing phase (0 s) and the claim unchanged.
     assert report.phases(RESULTS["runs"][0])["fencing"] == 0.0
+
+
+def test_the_svg_is_wide_enough_for_its_legend(tmp_path):
+    # A short failover: the legend (one entry a phase) is wider than the bars.
+    short = {"runs": [dict(RESULTS["runs"][0], seconds=5.0, vip_seconds=1.0, steps=[])]}
+    summary = report.summarise("san", short, 1.0, {"node1": 150, "node2": 100})
+    svg = ET.fromstring(report.svg(summary))
+    texts = [e for e in svg.iter(f"{NS}text") if e.text in report.PHASES]
+    assert len(texts) == len(report.PHASES)
+    last = texts[-1]
+    assert float(last.get("x")) + 7 * len(last.text) <= float(svg.get("width"))
