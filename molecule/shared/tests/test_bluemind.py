@@ -125,6 +125,10 @@ def inventory(tmp_path_factory):
 
 def test_bluemind_runs_on_the_active_node_only_with_the_same_versions():
     active = holder()
+    # The first check after the converge: a fresh deployment serves from the
+    # preferred node (the keepalived role's rule: the first node of the group, 150
+    # against 100; keepalived starts there first).
+    assert active == NODES[0], f"a fresh deployment made {active} active, not the preferred {NODES[0]}"
     passive = other(active)
     assert "bm-core.service" in running_units(active) and "postgresql.service" in running_units(active)
     assert running_units(passive) == [], f"{passive} runs {running_units(passive)}"
