@@ -101,10 +101,11 @@ lab-operations: venv  ## Check the operations playbooks on the pair of `make lab
 failover-report: venv  ## Report the lab's power-off failovers (JSON, markdown, SVG timelines) from the scenarios' logs.
 	$(BIN)/python tools/failover_report.py --logs $(LAB_CACHE_DIR)/logs
 
-# N runs (BENCH_RUNS, default 5; BENCH_FRESH_RUNS for the fresh deployments) of a fresh deployment, a no-op site.yml, a
-# switchover and a power-off failover on the lab (LAB_STORAGE), a client writing
-# through the floating IP: LAB_CACHE_DIR/logs/benchmark/ (docs/lab.md). Outside
-# `make test`: about 10 minutes a fresh deployment under emulation.
+# N runs (BENCH_RUNS, default 5; BENCH_FRESH_RUNS for the fresh deployments) of
+# a fresh deployment, a no-op site.yml, a switchover and a power-off failover on
+# the lab (LAB_STORAGE), a client writing through the floating IP:
+# LAB_CACHE_DIR/logs/benchmark/ (docs/lab.md). Outside `make test`: about 10
+# minutes a fresh deployment under emulation.
 BENCH_RUNS ?= 5
 BENCH_FRESH_RUNS ?= $(BENCH_RUNS)
 benchmark: export MOLECULE_EPHEMERAL_DIRECTORY := $(CURDIR)/.cache/lab
