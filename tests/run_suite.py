@@ -87,21 +87,68 @@ def stage_image() -> int:
     return sh(sys.executable, "tests/lab/labctl.py", "image")
 
 
+def logs_dir() -> Path:
+    return Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs"
+
+
 def show_consoles(lab: str) -> None:
     """The tail of each VM's serial console, kept by labctl down: a kernel
     message or a hung boot explains many a failed scenario."""
-    logs = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs" / lab
+    logs = logs_dir() / lab
     for log in sorted(logs.glob("*-console.log")):
         lines = log.read_text(errors="replace").splitlines()[-25:]
         print(f"----- {log.name} (last {len(lines)} lines) -----")
         print("\n".join(lines))
 
 
+def digest(lines: list[str], width: int = 300) -> list[str]:
+    """What a reader of a failed scenario's tail needs from pytest's output: the
+    failures' error lines ("E", the first ones), the short test summary and the
+    slowest checks, which all sit far above the tail (molecule's recap, the
+    destroy, the consoles)."""
+    out: list[str] = []
+    errors = [line for line in lines if line.startswith("E ")]
+    if errors:
+        out.append("error lines:")
+        out.extend(line[:width] for line in errors[:12])
+    summary = next((i for i, line in enumerate(lines) if "short test summary info" in line), None)
+    if summary is not None:
+        out.append("short test summary:")
+        for line in lines[summary + 1:]:
+            if line.startswith("="):
+                break
+            out.append(line[:width])
+    durations = next((i for i, line in enumerate(lines) if "slowest" in line and "durations" in line), None)
+    if durations is not None:
+        out.append("slowest checks:")
+        for line in lines[durations + 1:]:
+            if not line.strip() or line.startswith("="):
+                break
+            out.append(line[:width])
+    return out
+
+
 def scenario(name: str):
     def run() -> int:
-        rc = sh(str(BIN / "molecule"), "test", "-s", name)
+        """molecule test, streamed and kept in the cache's logs (the whole of it,
+        for whoever reads a failed run later on the same machine)."""
+        argv = [str(BIN / "molecule"), "test", "-s", name]
+        print("+ " + " ".join(argv), flush=True)
+        log = logs_dir() / f"molecule-{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        lines: list[str] = []
+        with subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, errors="replace") as proc, log.open("w") as kept:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                kept.write(line)
+                lines.append(line.rstrip("\n"))
+        rc = proc.returncode
         if rc != 0:
             show_consoles(f"molecule-{name}")
+            print(f"----- molecule-{name}: what failed (whole log: {log}) -----")
+            print("\n".join(digest(lines)))
         return rc
     run.__name__ = f"stage_molecule_{name}"
     return run

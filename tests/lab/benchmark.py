@@ -182,7 +182,7 @@ class Bench:
         labtopo, pairstate = self.labtopo, self.pairstate
         active = pairstate.assert_pair_invariants()
         survivor = self.other(active)
-        labtopo.wait_for(lambda: labtopo.vm(survivor).run("bluemind-ha health").rc == 0, 600,
+        labtopo.wait_for(lambda: pairstate.ready_to_take_over(survivor), 600,
                          f"{survivor} to be ready to take over")
         client = pairstate.Client(pairstate.client_host(survivor), f"bench-fail{run}-{int(time.time())}")
         labtopo.wait_for(lambda: len(client.acked) > 10, 60, "the client to make progress")
@@ -206,7 +206,7 @@ class Bench:
                              f"{survivor} to fence {active}")
         labtopo.labctl("power", self.lab, active, "on", "--wait")
         self.forget_vms()
-        labtopo.wait_for(lambda: labtopo.vm(active).run("bluemind-ha health").rc == 0, 900,
+        labtopo.wait_for(lambda: pairstate.ready_to_take_over(active), 900,
                          f"{active} to be ready to take over again")
         if pairstate.assert_pair_invariants() != survivor:
             self.problems.append(f"failover {run}: the service left {survivor} when {active} came back")

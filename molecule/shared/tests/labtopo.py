@@ -2,6 +2,7 @@
 a testinfra host for any VM of the scenario, so a check can name its hosts."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -92,6 +93,22 @@ def labctl(*args: str) -> str:
                           check=False)
     assert proc.returncode == 0, f"labctl {' '.join(args)} failed: {proc.stderr}"
     return proc.stdout.strip()
+
+
+@contextlib.contextmanager
+def powered_off(node: str):
+    """node's plug pulled for the block, which powers it on again when its fault
+    is over. A block that fails before that leaves it on again (waited for) all
+    the same: the checks after a failed one find both nodes, one failure is
+    reported instead of a cascade of unreachable hosts."""
+    labctl("power", lab_name(), node, "off")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(AssertionError):
+            labctl("power", lab_name(), node, "on", "--wait")
+        vm.cache_clear()
+        raise
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):

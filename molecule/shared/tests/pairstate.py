@@ -12,6 +12,7 @@ The first three are safety properties: they are asserted on every sample taken
 while the pair settles, not only on the last one."""
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 
@@ -177,6 +178,33 @@ def assert_pair_invariants(client: Client | None = None, timeout: float = 300,
         lost = client.unreadable()
         assert not lost, f"acknowledged writes not readable through the floating IP: {lost[:10]}"
     return active
+
+
+def ready_to_take_over(node: str) -> bool:
+    """node could take over now: its health check passes (DRBD UpToDate, the SAN
+    map present) and keepalived has left FAULT for BACKUP. The health check alone
+    is not enough after a boot: keepalived leaves FAULT after `rise` passing
+    checks (2 x 4 s in the lab, more when a check is slow), and a peer powered
+    off before that finds this node unable to take the floating IP yet."""
+    out = labtopo.vm(node).run("bluemind-ha health >/dev/null && cut -d' ' -f1 /run/bluemind-ha/vrrp-state")
+    return out.rc == 0 and out.stdout.strip() == "BACKUP"
+
+
+def describe(node: str) -> str:
+    """What a failed check needs to know of a node: the controller's status, the
+    last lines of keepalived's and the controller's journals."""
+    return labtopo.vm(node).run(
+        "bluemind-ha status 2>&1 | head -8; echo '--- keepalived'; journalctl -b --no-pager -u keepalived -n 12 -o short-precise;"
+        " echo '--- controller'; journalctl -b --no-pager -t bluemind-ha -n 12 -o short-precise").stdout
+
+
+@contextlib.contextmanager
+def explained(node: str):
+    """A failed assertion in the block carries node's state (describe)."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- {node}:\n{describe(node)}") from exc
 
 
 def fenced_since(survivor: str, node: str, since: str) -> bool:

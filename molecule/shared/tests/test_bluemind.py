@@ -190,24 +190,24 @@ PASSIVE_LOSS_BOUND = {"drbd": 40.0, "san": 0.0}
 def test_power_off_of_the_passive_node_keeps_the_service_within_its_bound():
     active = holder()
     passive = other(active)
-    labtopo.wait_for(lambda: labtopo.vm(passive).run("bluemind-ha health").rc == 0, 600,
+    labtopo.wait_for(lambda: pairstate.ready_to_take_over(passive), 600,
                      f"{passive} to be ready to take over")
     client = pairstate.Client(pairstate.client_host(active), f"passive-off-{int(time.time())}")
     labtopo.wait_for(lambda: len(client.acked) > 10, 60, "the client to make progress")
     since = labtopo.vm(active).check_output("date +%Y-%m-%dT%H:%M:%S")
-    labtopo.labctl("power", labtopo.lab_name(), passive, "off")
-    after = len(client.acked)
-    labtopo.wait_for(lambda: len(client.acked) > after + 25, 180, "the client to go on writing without the passive node")
-    pairstate.assert_pair_invariants(nodes=[active])
-    if STORAGE == "drbd":
-        # The active node's DRBD fences the peer it lost (powers it off through its
-        # management controller, or finds it off): powered on before that, the
-        # node would be switched off again as it boots.
-        labtopo.wait_for(lambda: pairstate.fenced_since(active, passive, since), 180, f"{active} to fence {passive}")
-    labtopo.labctl("power", labtopo.lab_name(), passive, "on", "--wait")
-    labtopo.vm.cache_clear()
-    labtopo.wait_for(lambda: labtopo.vm(passive).run("bluemind-ha health").rc == 0, 600,
-                     f"{passive} to be ready to take over again")
+    with labtopo.powered_off(passive):
+        after = len(client.acked)
+        labtopo.wait_for(lambda: len(client.acked) > after + 25, 180, "the client to go on writing without the passive node")
+        pairstate.assert_pair_invariants(nodes=[active])
+        if STORAGE == "drbd":
+            # The active node's DRBD fences the peer it lost (powers it off through its
+            # management controller, or finds it off): powered on before that, the
+            # node would be switched off again as it boots.
+            labtopo.wait_for(lambda: pairstate.fenced_since(active, passive, since), 180, f"{active} to fence {passive}")
+        labtopo.labctl("power", labtopo.lab_name(), passive, "on", "--wait")
+        labtopo.vm.cache_clear()
+        labtopo.wait_for(lambda: pairstate.ready_to_take_over(passive), 600,
+                         f"{passive} to be ready to take over again")
     client.stop()
     print(f"passive node powered off: client errors {len(client.errors)}, window {client.error_window()} s,"
           f" acknowledged {len(client.acked)}")
@@ -219,7 +219,7 @@ def failover(receiver: Receiver, run: int) -> dict:
     active = holder()
     survivor = other(active)
     # A settled pair: the survivor-to-be could take over (DRBD: its disk is UpToDate).
-    labtopo.wait_for(lambda: labtopo.vm(survivor).run("bluemind-ha health").rc == 0, 600,
+    labtopo.wait_for(lambda: pairstate.ready_to_take_over(survivor), 600,
                      f"{survivor} to be ready to take over")
     name = f"run{run}-{uuid.uuid4().hex[:8]}"
     written = api(active, "PUT", f"/api/test/mail/{name}", f"acknowledged mail {name}")
@@ -230,25 +230,27 @@ def failover(receiver: Receiver, run: int) -> dict:
     calls_before = len(receiver.calls)
     t0 = time.time()
     start = time.monotonic()
-    labtopo.labctl("power", labtopo.lab_name(), active, "off")
-    writer.stop()
-    vip = labtopo.wait_vip(survivor, VIP) - t0
-    labtopo.wait_for(lambda: state_through_vip(survivor) == "CORE_STATE_RUNNING", 600,
-                     "BlueMind through the floating IP after the power-off", interval=0.2)
-    took = time.monotonic() - start
-    assert labtopo.vm(survivor).run(f"ip -o addr show to {VIP}").stdout.strip(), f"{survivor} lost the floating IP"
-    read = api(survivor, "GET", f"/api/test/mail/{name}")
-    assert read == {"code": 200, "body": f"acknowledged mail {name}"}, read
-    missing = set(writer.acked) - labtopo.records(survivor, writes)
-    assert not missing, f"acknowledged writes lost: {sorted(missing)[:10]}"
-    steps = labtopo.vm(survivor).check_output(
-        "journalctl -b --no-pager -t bluemind-ha -o cat | grep -E '^activate: step=' | tail -6")
-    labtopo.wait_for(lambda: len(receiver.calls) > calls_before, 60, "the webhook call")
-    call = receiver.calls[-1]
-    assert call["transition"] == "activate" and call["outcome"] == "ok" and call["node"] == survivor, call
-    labtopo.labctl("power", labtopo.lab_name(), active, "on", "--wait")
+    with labtopo.powered_off(active):
+        writer.stop()
+        with pairstate.explained(survivor):
+            vip = labtopo.wait_vip(survivor, VIP) - t0
+            labtopo.wait_for(lambda: state_through_vip(survivor) == "CORE_STATE_RUNNING", 600,
+                             "BlueMind through the floating IP after the power-off", interval=0.2)
+        took = time.monotonic() - start
+        assert labtopo.vm(survivor).run(f"ip -o addr show to {VIP}").stdout.strip(), f"{survivor} lost the floating IP"
+        read = api(survivor, "GET", f"/api/test/mail/{name}")
+        assert read == {"code": 200, "body": f"acknowledged mail {name}"}, read
+        missing = set(writer.acked) - labtopo.records(survivor, writes)
+        assert not missing, f"acknowledged writes lost: {sorted(missing)[:10]}"
+        steps = labtopo.vm(survivor).check_output(
+            "journalctl -b --no-pager -t bluemind-ha -o cat | grep -E '^activate: step=' | tail -6")
+        with pairstate.explained(survivor):
+            labtopo.wait_for(lambda: len(receiver.calls) > calls_before, 60, "the webhook call")
+        call = receiver.calls[-1]
+        assert call["transition"] == "activate" and call["outcome"] == "ok" and call["node"] == survivor, call
+        labtopo.labctl("power", labtopo.lab_name(), active, "on", "--wait")
     labtopo.vm.cache_clear()
-    labtopo.wait_for(lambda: labtopo.vm(active).run("bluemind-ha health").rc == 0, 600,
+    labtopo.wait_for(lambda: pairstate.ready_to_take_over(active), 600,
                      f"{active} to be ready to take over again")
     back = time.monotonic() - start
     # The old node back, healthy: the floating IP and BlueMind stay where they are.

@@ -1,0 +1,58 @@
+"""tests/run_suite.py: what a failed scenario prints at its end, where CI's reader
+sees it (pytest's own report of the failure sits far above)."""
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = importlib.util.spec_from_file_location("run_suite", ROOT / "tests" / "run_suite.py")
+suite = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(suite)
+
+# The shape of a molecule verify's pytest output (trimmed).
+OUTPUT = """\
+tests/test_bluemind.py ....FF                                            [ 15%]
+
+=================================== FAILURES ===================================
+__________ test_power_off_of_the_active_node_loses_no_acknowledged_mail __________
+>       assert out.rc == 0, f"{node} did not take the floating IP within {timeout} s"
+E       AssertionError: node1 did not take the floating IP within 30 s
+E       assert 1 == 0
+_____ test_a_second_site_run_after_failovers_changes_only_what_was_asked _____
+E       RuntimeError: ssh: connect to host 127.0.0.1 port 34611: Connection refused
+============================= slowest 12 durations =============================
+109.02s call     tests/test_bluemind.py::test_power_off_of_the_passive_node_keeps_the_service_within_its_bound
+46.10s call     tests/test_bluemind.py::test_bm_core_crashing_moves_the_service_to_the_peer
+
+=========================== short test summary info ============================
+FAILED tests/test_bluemind.py::test_power_off_of_the_active_node_loses_no_acknowledged_mail - AssertionError: node1 did not take the floating IP within 30 s
+FAILED tests/test_bluemind.py::test_a_second_site_run_after_failovers - RuntimeError: ssh
+========================= 2 failed, 4 passed in 400.00s ========================
+san > verify: Executed: Failed (Verifier tests failed)
+"""
+
+
+def test_the_digest_gives_the_error_lines_the_summary_and_the_slowest_checks():
+    assert suite.digest(OUTPUT.splitlines()) == [
+        "error lines:",
+        "E       AssertionError: node1 did not take the floating IP within 30 s",
+        "E       assert 1 == 0",
+        "E       RuntimeError: ssh: connect to host 127.0.0.1 port 34611: Connection refused",
+        "short test summary:",
+        "FAILED tests/test_bluemind.py::test_power_off_of_the_active_node_loses_no_acknowledged_mail"
+        " - AssertionError: node1 did not take the floating IP within 30 s",
+        "FAILED tests/test_bluemind.py::test_a_second_site_run_after_failovers - RuntimeError: ssh",
+        "slowest checks:",
+        "109.02s call     tests/test_bluemind.py::test_power_off_of_the_passive_node_keeps_the_service_within_its_bound",
+        "46.10s call     tests/test_bluemind.py::test_bm_core_crashing_moves_the_service_to_the_peer",
+    ]
+
+
+def test_the_digest_keeps_only_the_first_twelve_error_lines_and_cuts_long_ones():
+    lines = [f"E   line {i} " + "x" * 500 for i in range(20)]
+    digest = suite.digest(lines, width=100)
+    assert digest[0] == "error lines:" and len(digest) == 13
+    assert all(len(line) == 100 for line in digest[1:])
+
+
+def test_nothing_to_digest_from_an_output_without_pytest():
+    assert not suite.digest(["TASK [x] ***", "fatal: [node1]: FAILED!"])
