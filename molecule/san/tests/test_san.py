@@ -5,6 +5,8 @@ parked (keepalived stopped on both nodes: each controller deactivates, nobody
 holds the LUN) and the LUN command is put through what the failover controller
 asks of it: claim, takeover by preemption (the old holder can no longer write),
 safe mode on a foreign signature, a fabric link cut under a running writer.
+Before the parking, both paths of the active node are cut under a client (the
+service moves to the peer after multipath's queueing grace).
 These checks run after test_bluemind (file order) and leave BlueMind parked."""
 import json
 import os
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import labtopo
+import pairstate
 
 NODES = labtopo.members("bluemind_ha")
 VARS = labtopo.inventory_vars("bluemind_ha")
@@ -118,6 +121,58 @@ def test_iscsi_sessions_are_tuned_automatic_and_use_chap(node):
     # The CHAP secret is only in root-only places.
     for path in host.check_output("grep -rl lab-chap-secret1 /etc /var/log /run 2>/dev/null || true").split():
         assert host.file(path).mode & 0o077 == 0, f"{node}: {path} holds the CHAP secret and is not root-only"
+
+
+def test_losing_every_path_of_the_active_node_moves_the_service_after_the_queueing_grace():
+    """Both fabric links of the active node cut under a client writing through the
+    floating IP (from the array VM): multipath queues the node's I/O for the grace
+    (no_path_retry x polling_interval: a short SAN outage passes unnoticed), then
+    the node's health check fails and the peer, which still sees the LUN, takes
+    over by preempting the reservation. Neither earlier nor never."""
+    active = pairstate.assert_pair_invariants()
+    peer = next(n for n in NODES if n != active)
+    labtopo.wait_for(lambda: pairstate.ready_to_take_over(peer), 300, f"{peer} to be ready to take over")
+    conf = json.loads(labtopo.vm(active).check_output("cat /etc/bluemind-ha/controller.json"))
+    grace, interval = conf["storage_grace"], int(VARS["keepalived_check_interval"])
+    client = pairstate.Client(pairstate.client_host(active), f"pathless-{int(time.time())}")
+    labtopo.wait_for(lambda: len(client.acked) > 10, 60, "the client to make progress")
+    cut = time.time()
+    for fabric in ("fabric_a", "fabric_b"):
+        labtopo.labctl("link", labtopo.lab_name(), active, fabric, "off")
+    try:
+        # The check fails at the first run after the grace, keepalived after `fall`
+        # (2) failed runs, the peer after VRRP's master-down interval (about 4 s).
+        bound = grace + 3 * interval + 15
+        with pairstate.explained(active):
+            labtopo.wait_for(lambda: vip_holder_or_none() == peer, bound, f"{peer} to take the floating IP")
+        moved = time.time() - cut
+        with pairstate.explained(peer):
+            assert pairstate.assert_pair_invariants(client) == peer
+    finally:
+        for fabric in ("fabric_a", "fabric_b"):
+            labtopo.labctl("link", labtopo.lab_name(), active, fabric, "on")
+    client.stop()
+    # Back to the nominal state: the links repaired, the node registers its key
+    # again as at every boot (the peer's preemption removed it).
+    labtopo.vm(active).check_output("systemctl restart bluemind-ha-san-register.service")
+    labtopo.wait_for(lambda: pairstate.ready_to_take_over(active), 300, f"{active} to be ready to take over again")
+    first = client.first_ack_after(cut)
+    result = {"grace": grace, "vip_moved_seconds": round(moved, 1), "client_errors": len(client.errors),
+              "client_error_window_seconds": client.error_window(),
+              "first_ack_after_cut_seconds": round(first[2] - cut, 1) if first else None,
+              "acknowledged": len(client.acked)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "san-all-paths-lost.json").write_text(json.dumps(result, indent=2))
+    print(f"every path of {active} lost: {result}")
+    assert moved >= grace, f"the service moved {moved:.1f} s after the cut, within multipath's grace of {grace} s"
+    assert status(active)["registered"] == sorted(NODES), status(active)
+    assert pairstate.assert_pair_invariants() == peer
+
+
+def vip_holder_or_none() -> str | None:
+    vip = VARS["bluemind_ha_vip"].split("/")[0]
+    held = [n for n in NODES if labtopo.vm(n).run(f"ip -o addr show to {vip}").stdout.strip()]
+    return held[0] if len(held) == 1 else None
 
 
 def test_the_filesystem_exists_once_and_is_not_in_fstab(parked):

@@ -5,7 +5,8 @@ invariants, asserted on both nodes after every fault.
 The invariants, from design.md's safety rules:
 - exactly one node holds the floating IP;
 - at most one node has the storage writable (DRBD: Primary; SAN: the filesystem
-  mounted read-write) and at most one has it mounted;
+  mounted read-write with a working path to the LUN) and at most one has it
+  mounted (SAN: with a working path);
 - BlueMind runs only where the storage is mounted, and where the floating IP is;
 - every write the client saw acknowledged is readable through the floating IP.
 The first three are safety properties: they are asserted on every sample taken
@@ -24,6 +25,7 @@ VIP = VARS["bluemind_ha_vip"].split("/")[0]
 STORAGE = VARS["bluemind_ha_storage"]
 MOUNT = "/srv/bluemind-ha"  # controller_mountpoint
 DRBD_RESOURCE = VARS.get("drbd_resource", "bluemind")
+SAN_MAP = "/dev/mapper/" + VARS.get("san_alias", "bluemind")
 BLUEMIND_UNITS = "'bm-*' bluemind.target postgresql.service"
 
 # Test instrument, run on a VM: PUTs numbered mail to BlueMind (the lab's
@@ -126,10 +128,16 @@ def snapshot(node: str) -> dict:
         f" m=$(findmnt -n -o OPTIONS --mountpoint {MOUNT} | cut -d, -f1);"
         f" r=$(drbdadm role {DRBD_RESOURCE} 2>/dev/null | cut -d/ -f1);"
         f" u=$(systemctl list-units --state=active --plain --no-legend {BLUEMIND_UNITS} | awk '{{printf \"%s \", $1}}');"
-        " echo \"$v|$m|$r|$u\"")
-    vip, mount, role, units = out.strip().split("|")
-    return {"vip": int(vip) > 0, "mounted": bool(mount), "writable": role == "Primary" or mount == "rw",
-            "units": units.split()}
+        f" p=$(cat /sys/block/$(basename $(readlink -f {SAN_MAP}))/slaves/*/device/state 2>/dev/null | grep -c running);"
+        " echo \"$v|$m|$r|$u|$p\"")
+    vip, mount, role, units, paths = out.strip().split("|")
+    # SAN: a mount left on a node without a working path cannot write (its I/O
+    # fails, and the peer's claim preempted its reservation): it is not a second
+    # writer while that node's deactivation unmounts it.
+    reaches = STORAGE != "san" or int(paths or 0) > 0
+    return {"vip": int(vip) > 0, "mounted": bool(mount) and reaches,
+            "writable": role == "Primary" or (mount == "rw" and reaches), "units": units.split(),
+            "stale_mount": bool(mount) and not reaches}
 
 
 def safety_violations(states: dict[str, dict]) -> list[str]:
@@ -141,7 +149,7 @@ def safety_violations(states: dict[str, dict]) -> list[str]:
         if len(nodes) > 1:
             problems.append(f"{' and '.join(nodes)} both {what}")
     problems += [f"{n} runs {s['units']} without the storage" for n, s in states.items()
-                 if s["units"] and not s["mounted"]]
+                 if s["units"] and not s["mounted"] and not s["stale_mount"]]
     return problems
 
 
@@ -154,7 +162,7 @@ def whole(states: dict[str, dict]) -> bool:
     active = states[holders[0]]
     others = [s for n, s in states.items() if n != holders[0]]
     return active["mounted"] and "bm-core.service" in active["units"] and all(
-        not s["units"] and not s["mounted"] for s in others)
+        not s["units"] and not s["mounted"] and not s["stale_mount"] for s in others)
 
 
 def assert_pair_invariants(client: Client | None = None, timeout: float = 300,

@@ -58,6 +58,8 @@ import urllib.parse
 
 CONFIG = "/etc/bluemind-ha/controller.json"
 RUN = "/run/bluemind-ha"
+# Written by keepalived's unprivileged check (the role makes it its own).
+HEALTH_DIR = "/run/bluemind-ha/health"
 HISTORY = "/var/lib/bluemind-ha/transitions.jsonl"
 OK, FAILED, USAGE, BUSY, STORAGE = 0, 1, 2, 3, 4
 READY_STATES = ("CORE_STATE_RUNNING",)
@@ -642,12 +644,62 @@ def storage_state(conf):
 
 
 def passive_ready(conf):
-    """Could this node take over? DRBD: its disk is UpToDate. SAN: the map is there."""
+    """Could this node take over? DRBD: its disk is UpToDate. SAN: the map is
+    there with a working path (the claim needs one)."""
     if conf["storage"] == "drbd":
         from_proc = read_proc_drbd_disk(conf)
         return from_proc == "UpToDate", f"DRBD disk {from_proc}"
-    present = os.path.exists(conf["device"])
-    return present, f"{conf['device']} {'present' if present else 'missing'}"
+    if not os.path.exists(conf["device"]):
+        return False, f"{conf['device']} missing"
+    paths = running_paths(conf)
+    return paths > 0, f"{conf['device']} present, {paths} working path(s)"
+
+
+def running_paths(conf, sysfs="/sys/block"):
+    """The SAN map's paths whose SCSI device is running (sysfs, readable by the
+    unprivileged check): a lost iSCSI session or FC link shows as blocked or
+    transport-offline. 0 when the map is gone."""
+    try:
+        dm = os.path.basename(os.path.realpath(conf["device"]))
+        slaves = os.listdir(os.path.join(sysfs, dm, "slaves"))
+    except OSError:
+        return 0
+    count = 0
+    for slave in slaves:
+        try:
+            with open(os.path.join(sysfs, dm, "slaves", slave, "device", "state"), encoding="utf-8") as handle:
+                count += handle.read().strip() == "running"
+        except OSError:
+            continue
+    return count
+
+
+def pathless_for(conf, paths, now=None):
+    """Seconds the active node's SAN map has been without a working path (0 when it
+    has one). The first check that finds none leaves a stamp in HEALTH_DIR (owned
+    by keepalived's check user), the next ones measure from it, the first that
+    finds a path removes it."""
+    now = time.time() if now is None else now
+    stamp = os.path.join(HEALTH_DIR, "pathless-since")
+    if paths > 0:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(stamp)
+        return 0.0
+    try:
+        with open(stamp, encoding="utf-8") as handle:
+            return max(0.0, now - float(handle.read().strip()))
+    except (OSError, ValueError):
+        pass
+    try:
+        tmp = f"{stamp}.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(f"{now}\n")
+        os.replace(tmp, stamp)
+    except OSError:
+        # No place to count from: the grace cannot be measured, the path loss is
+        # reported at once rather than never.
+        return float("inf")
+    return 0.0
 
 
 def read_proc_drbd_disk(conf):
@@ -688,11 +740,25 @@ def health(conf):
             down = units_down(conf)
             if down:
                 return FAILED, f"active, BlueMind {state}, but {', '.join(down)}"
+            pathless = ""
+            if conf["storage"] == "san":
+                # Every path lost: multipath queues the I/O for the grace (a short
+                # SAN outage passes unnoticed), then fails it; from then on the
+                # peer, if it still sees the LUN, must take over.
+                seconds = pathless_for(conf, running_paths(conf))
+                grace = conf.get("storage_grace", 30)
+                if seconds == float("inf"):
+                    return FAILED, f"active, no working path to the LUN (no {HEALTH_DIR} to time the grace in)"
+                if seconds >= grace:
+                    return FAILED, (f"active, no working path to the LUN for {seconds:.0f} s (multipath queues "
+                                    f"I/O {grace} s, then fails it)")
+                if seconds:
+                    pathless = f", no working path to the LUN for {seconds:.0f} s (grace {grace} s)"
             for check in conf["checks"]:
                 proc = subprocess.run(check, shell=True, capture_output=True, timeout=30, check=False)  # nosec B602
                 if proc.returncode != 0:
                     return FAILED, f"check {check} failed (exit {proc.returncode})"
-            return OK, f"active, BlueMind {state}"
+            return OK, f"active, BlueMind {state}{pathless}"
         return FAILED, f"active, BlueMind answers {state}"
     if vrrp_state() == "MASTER":
         return FAILED, "VRRP master but not active (the activation failed or has not started)"

@@ -446,3 +446,82 @@ def test_a_transition_records_its_wall_clock_bounds(node):
     event = module.history(1)[-1]
     # Recorded to the millisecond: compare within that rounding.
     assert before - 0.001 <= event["started"] <= event["ended"] <= module.time.time() + 0.001
+
+
+def san_node(node, tmp_path, paths, monkeypatch, **conf):
+    """The node fixture as a SAN node, active, whose map has `paths` working paths;
+    HEALTH_DIR in tmp_path."""
+    module, fake = node
+    fake.conf = module.load(write_conf(tmp_path, storage="san", device=str(tmp_path / "mapper-bluemind"), **conf))
+    (tmp_path / "mapper-bluemind").write_text("")
+    monkeypatch.setattr(module, "HEALTH_DIR", str(tmp_path / "health"))
+    (tmp_path / "health").mkdir()
+    monkeypatch.setattr(module, "running_paths", lambda conf: paths)
+    return module, fake
+
+
+def make_active(module, fake):
+    module.write_marker("active", {"installed": True})
+    fake.active_units = set(UNITS)
+    fake.state = "CORE_STATE_RUNNING"
+
+
+def test_running_paths_counts_the_maps_running_scsi_devices(load_program, tmp_path):
+    module = load_program(SOURCE)
+    sysfs = tmp_path / "sys" / "block"
+    for slave, state in (("sda", "running"), ("sdb", "transport-offline"), ("sdc", "running")):
+        (sysfs / "dm-3" / "slaves" / slave / "device").mkdir(parents=True)
+        (sysfs / "dm-3" / "slaves" / slave / "device" / "state").write_text(state + "\n")
+    (tmp_path / "dm-3").write_text("")
+    (tmp_path / "bluemind").symlink_to(tmp_path / "dm-3")
+    assert module.running_paths({"device": str(tmp_path / "bluemind")}, sysfs=str(sysfs)) == 2
+    (sysfs / "dm-3" / "slaves" / "sdc" / "device" / "state").write_text("blocked\n")
+    assert module.running_paths({"device": str(tmp_path / "bluemind")}, sysfs=str(sysfs)) == 1
+    # The map gone: no path.
+    assert module.running_paths({"device": str(tmp_path / "nothing")}, sysfs=str(sysfs)) == 0
+
+
+def test_the_active_san_node_fails_only_after_the_queueing_grace_without_a_path(node, tmp_path, monkeypatch):
+    module, fake = san_node(node, tmp_path, 0, monkeypatch, storage_grace=30)
+    make_active(module, fake)
+    clock = [1000.0]
+    monkeypatch.setattr(module.time, "time", lambda: clock[0])
+    code, why = module.health(fake.conf)
+    assert code == module.OK, why
+    clock[0] += 29
+    code, why = module.health(fake.conf)
+    assert code == module.OK and "no working path to the LUN for 29 s (grace 30 s)" in why, why
+    clock[0] += 1
+    code, why = module.health(fake.conf)
+    assert code == module.FAILED and "no working path to the LUN for 30 s" in why, why
+    # A path back: healthy again, and the next loss counts from zero.
+    monkeypatch.setattr(module, "running_paths", lambda conf: 1)
+    assert module.health(fake.conf)[0] == module.OK
+    assert not (tmp_path / "health" / "pathless-since").exists()
+    monkeypatch.setattr(module, "running_paths", lambda conf: 0)
+    clock[0] += 100
+    assert module.health(fake.conf)[0] == module.OK
+
+
+def test_without_its_state_directory_the_check_reports_a_lost_path_at_once(node, tmp_path, monkeypatch):
+    module, fake = san_node(node, tmp_path, 0, monkeypatch)
+    make_active(module, fake)
+    (tmp_path / "health").rmdir()
+    code, why = module.health(fake.conf)
+    assert code == module.FAILED and "no working path to the LUN" in why, why
+
+
+@pytest.mark.parametrize("paths,expected", [(2, 0), (0, 1)])
+def test_a_passive_san_node_is_ready_only_with_a_working_path(node, tmp_path, monkeypatch, paths, expected):
+    module, fake = san_node(node, tmp_path, paths, monkeypatch)
+    (fake.tmp / "run").mkdir(exist_ok=True)
+    (fake.tmp / "run" / "vrrp-state").write_text("BACKUP 0\n")
+    code, why = module.health(fake.conf)
+    assert code == expected and f"{paths} working path(s)" in why, why
+
+
+def test_a_drbd_node_does_not_look_for_san_paths(node, monkeypatch):
+    module, fake = node
+    make_active(module, fake)
+    monkeypatch.setattr(module, "running_paths", lambda conf: pytest.fail("a DRBD node counted SAN paths"))
+    assert module.health(fake.conf)[0] == module.OK

@@ -49,3 +49,12 @@ def test_secrets_stay_in_the_root_only_alert_file():
                    controller_alert_email_to=["ops@example.org"], **secrets)
     assert alert["smtp_password"] == "relay-s3cret" and alert["webhook_token"] == "hook-t0ken"
     assert alert["email_from"] == "bluemind-ha@node1" and alert["smtp_port"] == 25
+
+
+@pytest.mark.parametrize("storage,inventory,grace", [
+    ("san", {}, 30),
+    ("san", {"san_multipath_no_path_retry": 12, "san_multipath_polling_interval": 10}, 120),
+    ("drbd", {"san_multipath_no_path_retry": 12}, 0),
+])
+def test_the_san_grace_is_the_time_multipath_queues_without_a_path(storage, inventory, grace):
+    assert render("controller.json.j2", bluemind_ha_storage=storage, **inventory)["storage_grace"] == grace
