@@ -107,7 +107,10 @@ def digest(lines: list[str], width: int = 300) -> list[str]:
     slowest checks, which all sit far above the tail (molecule's recap, the
     destroy, the consoles)."""
     out: list[str] = []
-    errors = [line for line in lines if line.startswith("E ")]
+    # The FAILURES section's lines first (pytest prints the ERRORS of fixtures
+    # above it, often a consequence), each distinct line once.
+    failures = next((i for i, line in enumerate(lines) if line.startswith("=") and " FAILURES " in line), 0)
+    errors = list(dict.fromkeys(line for line in lines[failures:] + lines[:failures] if line.startswith("E ")))
     if errors:
         out.append("error lines:")
         out.extend(line[:width] for line in errors[:12])

@@ -12,6 +12,9 @@ SPEC.loader.exec_module(suite)
 OUTPUT = """\
 tests/test_bluemind.py ....FF                                            [ 15%]
 
+==================================== ERRORS ====================================
+E       RuntimeError: ssh: connect to host 127.0.0.1 port 34611: Connection refused
+E       RuntimeError: ssh: connect to host 127.0.0.1 port 34611: Connection refused
 =================================== FAILURES ===================================
 __________ test_power_off_of_the_active_node_loses_no_acknowledged_mail __________
 >       assert out.rc == 0, f"{node} did not take the floating IP within {timeout} s"
@@ -31,7 +34,7 @@ san > verify: Executed: Failed (Verifier tests failed)
 """
 
 
-def test_the_digest_gives_the_error_lines_the_summary_and_the_slowest_checks():
+def test_the_digest_gives_the_failures_lines_first_each_once_then_the_summary_and_the_slowest_checks():
     assert suite.digest(OUTPUT.splitlines()) == [
         "error lines:",
         "E       AssertionError: node1 did not take the floating IP within 30 s",

@@ -49,10 +49,17 @@ BLUEMIND_UNITS = "'bm-*' bluemind.target postgresql.service"
 
 
 def api(node: str, method: str, path: str, body: str = "") -> dict:
-    host = labtopo.vm(node)
-    host.check_output(f"test -e /var/tmp/bm-client.py || cat > /var/tmp/bm-client.py <<'EOF'\n{CLIENT}\nEOF")
-    out = host.check_output(f"printf %s {body!r} | python3 /var/tmp/bm-client.py {method} {path} {VIP}")
-    return json.loads(out)
+    # The client is written again with every call: written once, it came back
+    # empty on a node powered off seconds after its creation (ext4 writes a new
+    # file's data up to 30 s after its name), python3 ran nothing and the
+    # failover check failed on an empty answer (CI of stops 19 and 20).
+    out = labtopo.vm(node).check_output(
+        f"cat > /var/tmp/bm-client.py <<'EOF'\n{CLIENT}\nEOF\n"
+        f"printf %s {body!r} | python3 /var/tmp/bm-client.py {method} {path} {VIP}")
+    try:
+        return json.loads(out)
+    except ValueError as exc:
+        raise AssertionError(f"{node}: the test client printed {out!r}, not its JSON line") from exc
 
 
 def holders() -> list[str]:
