@@ -56,9 +56,13 @@ def status(node: str) -> dict:
     return json.loads(san(node, "status --json").stdout)
 
 
-def vip_holder() -> str:
+def vip_holders() -> list[str]:
     vip = VARS["bluemind_ha_vip"].split("/")[0]
-    held = [n for n in NODES if labtopo.vm(n).run(f"ip -o addr show to {vip}").stdout.strip()]
+    return [n for n in NODES if labtopo.vm(n).run(f"ip -o addr show to {vip}").stdout.strip()]
+
+
+def vip_holder() -> str:
+    held = vip_holders()
     assert len(held) == 1, held
     return held[0]
 
@@ -144,7 +148,7 @@ def test_losing_every_path_of_the_active_node_moves_the_service_after_the_queuei
         # (2) failed runs, the peer after VRRP's master-down interval (about 4 s).
         bound = grace + 3 * interval + 15
         with pairstate.explained(active):
-            labtopo.wait_for(lambda: vip_holder_or_none() == peer, bound, f"{peer} to take the floating IP")
+            labtopo.wait_for(lambda: vip_holders() == [peer], bound, f"{peer} to take the floating IP")
         moved = time.time() - cut
         with pairstate.explained(peer):
             assert pairstate.assert_pair_invariants(client) == peer
@@ -167,12 +171,6 @@ def test_losing_every_path_of_the_active_node_moves_the_service_after_the_queuei
     assert moved >= grace, f"the service moved {moved:.1f} s after the cut, within multipath's grace of {grace} s"
     assert status(active)["registered"] == sorted(NODES), status(active)
     assert pairstate.assert_pair_invariants() == peer
-
-
-def vip_holder_or_none() -> str | None:
-    vip = VARS["bluemind_ha_vip"].split("/")[0]
-    held = [n for n in NODES if labtopo.vm(n).run(f"ip -o addr show to {vip}").stdout.strip()]
-    return held[0] if len(held) == 1 else None
 
 
 def test_the_filesystem_exists_once_and_is_not_in_fstab(parked):

@@ -674,12 +674,12 @@ def running_paths(conf, sysfs="/sys/block"):
     return count
 
 
-def pathless_for(conf, paths, now=None):
+def pathless_for(paths):
     """Seconds the active node's SAN map has been without a working path (0 when it
     has one). The first check that finds none leaves a stamp in HEALTH_DIR (owned
     by keepalived's check user), the next ones measure from it, the first that
     finds a path removes it."""
-    now = time.time() if now is None else now
+    now = time.time()
     stamp = os.path.join(HEALTH_DIR, "pathless-since")
     if paths > 0:
         with contextlib.suppress(FileNotFoundError):
@@ -745,7 +745,7 @@ def health(conf):
                 # Every path lost: multipath queues the I/O for the grace (a short
                 # SAN outage passes unnoticed), then fails it; from then on the
                 # peer, if it still sees the LUN, must take over.
-                seconds = pathless_for(conf, running_paths(conf))
+                seconds = pathless_for(running_paths(conf))
                 grace = conf.get("storage_grace", 30)
                 if seconds == float("inf"):
                     return FAILED, f"active, no working path to the LUN (no {HEALTH_DIR} to time the grace in)"
