@@ -121,6 +121,27 @@ class Client(labtopo.Remote):
         return [int(n) for n in out.split()]
 
 
+@contextlib.contextmanager
+def client_during(active: str, fault: str, bound: float):
+    """A client writing through the floating IP for the block (the fault and the
+    pair's return to a settled state): then every write it saw acknowledged must
+    read back, the safety invariants hold on every sample (assert_pair_invariants),
+    and its error window (first failed request to last) must be at most bound
+    seconds. Yields the client; the block's end must come after the pair settled."""
+    client = Client(client_host(active), f"{fault}-{int(time.time())}")
+    labtopo.wait_for(lambda: len(client.acked) > 10, 60, "the client to make progress")
+    try:
+        yield client
+    finally:
+        client.stop()
+    print(f"{fault}: client errors {len(client.errors)}, window {client.error_window()} s,"
+          f" acknowledged {len(client.acked)}")
+    assert_pair_invariants(client)
+    assert client.error_window() <= bound, (
+        f"{fault}: the client's error window {client.error_window()} s is over its bound {bound} s;"
+        f" first errors {client.errors[:5]}")
+
+
 def snapshot(node: str) -> dict:
     """One node's side of the invariants, in one SSH round trip."""
     out = labtopo.vm(node).check_output(

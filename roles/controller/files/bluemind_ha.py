@@ -563,7 +563,10 @@ def unmount_one(conf, path):
     retry; the caller decides about the last resort."""
     for attempt in range(conf["unmount_attempts"]):
         proc = run(["umount", path], conf["step_timeout"], check=False)
-        if proc.returncode == 0:
+        # Unmounted, by this call or meanwhile by another (systemd unmounts
+        # everything while the node shuts down, alongside the shutdown unit's
+        # deactivation).
+        if proc.returncode == 0 or not is_mountpoint(path, mounts()):
             return True
         log(f"deactivate: {path} is busy (attempt {attempt + 1}): {proc.stderr.strip()}; stopping its holders",
             syslog.LOG_WARNING)
@@ -575,7 +578,7 @@ def unmount_one(conf, path):
                 log(f"deactivate: {exc}", syslog.LOG_ERR)
             if signal_name == "-TERM":
                 time.sleep(2)
-    return run(["umount", path], conf["step_timeout"], check=False).returncode == 0
+    return run(["umount", path], conf["step_timeout"], check=False).returncode == 0 or not is_mountpoint(path, mounts())
 
 
 def unexpose_and_unmount(conf):

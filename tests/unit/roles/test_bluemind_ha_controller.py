@@ -27,6 +27,7 @@ class FakeNode:
         self.installed_units = set(UNITS) | {"bm-core.service"}
         self.claim_rc = 0
         self.busy = set()
+        self.unmounted_by_other = set()
         self.state = "CORE_STATE_RUNNING"
         self.tmp = tmp_path
 
@@ -38,7 +39,11 @@ class FakeNode:
         elif argv[0] == "mount":
             self.table.append((argv[-1], "/", argv[-2]))
         elif argv[0] == "umount":
-            if argv[1] in self.busy:
+            if argv[1] in self.unmounted_by_other:
+                # Another unmounted it just before this call (systemd at shutdown).
+                self.table = [m for m in self.table if m[0] != argv[1]]
+                rc, err = 32, f"umount: {argv[1]}: not mounted."
+            elif argv[1] in self.busy:
                 rc, err = 32, "target is busy"
             else:
                 self.table = [m for m in self.table if m[0] != argv[1]]
@@ -240,6 +245,18 @@ def test_a_busy_filesystem_is_freed_and_a_stuck_one_reboots_the_node(node):
     assert len(fusers) == 2 * fake.conf["unmount_attempts"]
     assert ["systemctl", "reboot", "--force", "--force"] in fake.commands
     assert not any(c[0].startswith("bluemind-ha-") for c in fake.commands), "released storage still mounted"
+
+
+def test_a_filesystem_unmounted_by_another_meanwhile_is_not_a_failure(node):
+    """At shutdown systemd unmounts alongside the shutdown unit's deactivation: a
+    umount that fails because the path is no longer mounted is done, not stuck."""
+    module, fake = node
+    module.activate(fake.conf, "test")
+    fake.unmounted_by_other = {fake.conf["paths"][0]}
+    fake.commands.clear()
+    assert module.deactivate(fake.conf, "test") == module.OK
+    assert not any(c[0] == "fuser" for c in fake.commands)
+    assert ["systemctl", "reboot", "--force", "--force"] not in fake.commands
 
 
 def test_without_fuser_a_busy_filesystem_still_ends_in_the_last_resort(node, monkeypatch):

@@ -1,0 +1,182 @@
+"""The floating IP under keepalived, on the live pair (both scenarios): one holder
+after converge, and the faults that must move it (keepalived stopped, its STOP
+notify lost, public link lost) without ever leaving it on both nodes or moving it
+back; BlueMind follows it each time (the failover
+controller), under a client writing through the floating IP outside the pair
+(drbd: the client VM; san: the array VM), whose error window is bounded and whose
+acknowledged writes all read back. The power-off of the holder is test_bluemind's
+failover check; a configuration change that reloads keepalived without moving the
+IP is its re-run of site.yml; bad input is test_keepalived_input (drbd).
+
+A watcher on each node samples every 0.2 s whether the node holds the floating IP;
+the last test reads every sample and fails if both nodes held it at once."""
+import json
+import time
+
+import pytest
+
+import labtopo
+import pairstate
+
+NODES = labtopo.members("bluemind_ha")
+VIP = labtopo.inventory_vars("bluemind_ha")["bluemind_ha_vip"].split("/")[0]
+# Test instrument: samples every 0.2 s whether this node holds the floating IP.
+WATCHER = f"""#!/bin/sh
+echo $$ > /run/vip-watch.pid
+log=/var/tmp/vip-watch-$(cat /proc/sys/kernel/random/boot_id).log
+while :; do
+    if ip -o addr show to {VIP} | grep -q .; then h=1; else h=0; fi
+    echo "$(date +%s.%N) $h" >> "$log"
+    sleep 0.2
+done
+"""
+
+
+def holders() -> list[str]:
+    return [n for n in NODES if labtopo.vm(n).run(f"ip -o addr show to {VIP}").stdout.strip()]
+
+
+def other(node: str) -> str:
+    return next(n for n in NODES if n != node)
+
+
+def vrrp_state(node: str) -> str:
+    return labtopo.vm(node).run("cut -d' ' -f1 /run/bluemind-ha/vrrp-state").stdout.strip()
+
+
+def start_watcher(node: str):
+    host = labtopo.vm(node)
+    host.check_output(f"cat > /usr/local/sbin/vip-watch <<'EOF'\n{WATCHER}EOF\nchmod 755 /usr/local/sbin/vip-watch")
+    host.check_output("if [ -e /run/vip-watch.pid ]; then kill $(cat /run/vip-watch.pid) 2>/dev/null; fi;"
+                      " setsid /usr/local/sbin/vip-watch >/dev/null 2>&1 </dev/null &")
+
+
+def wait_holder(node: str, timeout: float = 30) -> float:
+    return labtopo.wait_vip(node, VIP, timeout)
+
+
+def controller(node: str) -> dict:
+    return json.loads(labtopo.vm(node).check_output("bluemind-ha status --json"))
+
+
+def wait_bluemind_follows(node: str):
+    """The failover controller follows the floating IP: node active with BlueMind
+    running, its peer passive (so the next fault starts from a settled pair)."""
+    def settled():
+        mine, peer = controller(node), controller(other(node))
+        return (mine["role"], mine["bluemind"], peer["role"]) == ("active", "CORE_STATE_RUNNING", "passive")
+    labtopo.wait_for(settled, 300, f"BlueMind to run on {node} only")
+
+
+# The longest error window the client may see in each fault: the floating IP
+# moves within seconds (keepalived stopped: at once; link lost: VRRP's master-down
+# interval, 3 x 1 s + skew; health check failing: `fall` 2 x 4 s more), but
+# BlueMind answers on the peer only after the old node's controller has stopped
+# it and released the storage (DRBD demote / SAN unmount and unregister) and the
+# peer's has claimed, mounted and started it (the stand-in's 3 s start-up
+# included), measured 25 to 35 s for a switchover (docs/lab.md), plus one
+# request's timeout (5 s). Bounded at twice that for emulation.
+ERROR_WINDOW_BOUND = {"keepalived stopped": 80.0, "health check failing": 90.0, "public link lost": 90.0}
+# The health check failing (a drained node) is test_keepalived_drain (drbd only:
+# the bm-core crash covers a failing check in both scenarios).
+
+
+def assert_stays(node: str, seconds: float):
+    """The floating IP stays on node (and only there) for that long."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert holders() == [node], f"the floating IP moved: held by {holders()}, expected {node}"
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def watchers():
+    for node in NODES:
+        start_watcher(node)
+    yield
+    # Stopped after the module: its forks every 0.2 s cost emulated CPU that the
+    # checks after it need.
+    for node in NODES:
+        labtopo.vm(node).run("if [ -e /run/vip-watch.pid ]; then kill $(cat /run/vip-watch.pid); rm -f /run/vip-watch.pid; fi")
+
+
+def test_exactly_one_node_holds_the_floating_ip():
+    assert len(holders()) == 1, holders()
+    states = sorted(vrrp_state(n) for n in NODES)
+    assert states == ["BACKUP", "MASTER"], states
+
+
+def test_stopping_keepalived_moves_the_ip_even_when_its_stop_notify_is_lost():
+    """Stopping keepalived on the holder moves the floating IP and BlueMind to the
+    peer, for good. The hard case of it: keepalived kills the scripts still running
+    a second after it starts shutting down. Its STOP notify is held back here (the test holds the notify lock for 3 s,
+    as a loaded node's slow start of the notify would): keepalived's own STOP notify
+    is lost, and the unit's ExecStopPost must still hand the node over. (The easy
+    case, a STOP notify delivered in time, is a subset of it.)"""
+    holder = holders()[0]
+    peer = other(holder)
+    host = labtopo.vm(holder)
+    with pairstate.client_during(holder, "keepalived-stopped", ERROR_WINDOW_BOUND["keepalived stopped"]):
+        host.check_output("rm -f /run/notify-held; setsid flock /run/bluemind-ha/notify.lock"
+                          " sh -c 'touch /run/notify-held; sleep 3' >/dev/null 2>&1 </dev/null &"
+                          " until [ -e /run/notify-held ]; do sleep 0.1; done; systemctl stop keepalived")
+        try:
+            wait_holder(peer, 15)
+            labtopo.wait_for(lambda: controller(holder)["role"] == "passive", 120,
+                             f"{holder}'s controller to give up the active role after keepalived stopped")
+            assert vrrp_state(holder) == "STOP"
+        finally:
+            host.check_output("systemctl start keepalived")
+        labtopo.wait_for(lambda: vrrp_state(holder) == "BACKUP", 60, f"{holder} to be BACKUP again")
+        wait_bluemind_follows(peer)
+    assert_stays(peer, 5)
+    assert holders() == [peer]
+
+
+def test_public_link_loss_moves_the_ip_and_it_does_not_come_back():
+    holder = holders()[0]
+    peer = other(holder)
+    with pairstate.client_during(holder, "public-link-lost", ERROR_WINDOW_BOUND["public link lost"]):
+        labtopo.labctl("link", labtopo.lab_name(), holder, "public", "off")
+        try:
+            wait_holder(peer, 20)
+            # The cut node knows its link is down: FAULT, and it drops the IP.
+            labtopo.wait_for(lambda: vrrp_state(holder) == "FAULT", 20, f"{holder} to be in FAULT")
+            assert holders() == [peer]
+        finally:
+            labtopo.labctl("link", labtopo.lab_name(), holder, "public", "on")
+        labtopo.wait_for(lambda: vrrp_state(holder) == "BACKUP", 60, f"{holder} to be BACKUP again")
+        wait_bluemind_follows(peer)
+    assert_stays(peer, 5)
+    assert holders() == [peer]
+
+
+def held_intervals(samples: list[tuple[float, int]]) -> list[tuple[float, float]]:
+    """Intervals between two consecutive samples that both saw the IP held."""
+    return [(a[0], b[0]) for a, b in zip(samples, samples[1:]) if a[1] and b[1] and b[0] - a[0] < 2]
+
+
+def parse_samples(text: str) -> list[tuple[float, int]]:
+    """Samples of a watcher log; a power-off leaves torn lines (NUL bytes), skipped."""
+    samples = []
+    for line in text.replace("\0", "\n").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1] in ("0", "1"):
+            try:
+                samples.append((float(parts[0]), int(parts[1])))
+            except ValueError:
+                continue
+    return samples
+
+
+def test_zz_both_nodes_never_held_the_ip_at_once():
+    intervals = {}
+    for node in NODES:
+        text = labtopo.vm(node).check_output("cat /var/tmp/vip-watch-*.log")
+        samples = sorted(parse_samples(text))
+        assert len(samples) > 100, f"{node}: the watcher recorded only {len(samples)} samples"
+        intervals[node] = held_intervals(samples)
+    overlaps = [(a, b) for a in intervals[NODES[0]] for b in intervals[NODES[1]]
+                if min(a[1], b[1]) - max(a[0], b[0]) > 0]
+    assert not overlaps, f"both nodes held {VIP} at once: {overlaps[:5]}"
+    assert intervals[NODES[0]] and intervals[NODES[1]], "each node should have held the IP at some point"
