@@ -123,11 +123,11 @@ def test_fails_with_every_matching_code_at_once_and_changes_nothing(inventory):
     its own code and host, and no code comes without its breakage."""
     with contextlib.ExitStack() as stack:
         extra_vars = {}
-        for breakage, _ in BREAKAGES:
+        for breakage, expected in BREAKAGES:
             extra_vars.update(stack.enter_context(breakage()))
         report, problems = run_preflight(inventory, extra_vars)
     assert report["rc"] != 0
-    assert codes(problems) == sorted(code for _, expected in BREAKAGES for code in expected), problems
+    assert codes(problems) == sorted(code for breakage, expected in BREAKAGES for code in expected), problems
     # The play stopped at the check: no task ran after it on any node.
     names = [name for name, host, result in labtopo.task_results(report)]
     assert names[-1].endswith("Check that the two nodes form a valid HA pair"), names
