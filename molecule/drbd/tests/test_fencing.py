@@ -29,24 +29,13 @@ def fence(node: str, action: str):
     return labtopo.vm(node).run(f"/usr/local/sbin/bluemind-ha-fence {action}")
 
 
-def boot_id(node: str) -> str:
-    return labtopo.vm(node).check_output("cat /proc/sys/kernel/random/boot_id")
-
-
 def host_power(node: str) -> str:
     return labtopo.labctl("power", LAB, node, "status")
 
 
 def wait_back(node: str, old_boot: str):
     """The node answers SSH again, after a fresh boot, and keepalived runs as BACKUP."""
-    labtopo.vm.cache_clear()
-
-    def booted():
-        try:
-            return boot_id(node) != old_boot
-        except (RuntimeError, AssertionError):
-            return False
-    labtopo.wait_for(booted, 240, f"{node} to boot again", interval=2)
+    labtopo.wait_booted(node, old_boot, 240)
     # BACKUP, not FAULT, once its DRBD disk has resynced (the controller's health
     # check: a node that could not take over stays in FAULT).
     labtopo.wait_for(lambda: labtopo.vm(node).run("cut -d' ' -f1 /run/bluemind-ha/vrrp-state").stdout.strip()
@@ -108,7 +97,7 @@ def test_in_a_partition_the_active_node_wins():
     # Active means VRRP master for longer than the takeover window (10 s).
     labtopo.wait_for(lambda: float(labtopo.vm(active).check_output("cut -d' ' -f2 /run/bluemind-ha/vrrp-state"))
                      < time.time() - 12, 30, f"{active} to be master for more than the takeover window")
-    passive_boot = boot_id(passive)
+    passive_boot = labtopo.boot_id(passive)
 
     def call(node):
         start = time.time()

@@ -125,6 +125,23 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
         time.sleep(interval)
 
 
+def boot_id(name: str) -> str:
+    return vm(name).check_output("cat /proc/sys/kernel/random/boot_id")
+
+
+def wait_booted(name: str, old_boot: str, timeout: float) -> None:
+    """Until name answers on SSH with a boot id other than old_boot: it booted
+    again (a reboot, or a power cycle). SSH failures meanwhile are not errors."""
+    vm.cache_clear()
+
+    def booted():
+        try:
+            return boot_id(name) != old_boot
+        except (RuntimeError, AssertionError):  # testinfra raises on SSH's own failures
+            return False
+    wait_for(booted, timeout, f"{name} to boot again", interval=2)
+
+
 def write_inventory(path: Path) -> Path:
     """An Ansible inventory of the scenario's VMs with molecule.yml's inventory
     variables: what a user's inventory would say about the same pair."""
