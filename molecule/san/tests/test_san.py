@@ -156,10 +156,14 @@ def test_losing_every_path_of_the_active_node_moves_the_service_after_the_queuei
         for fabric in ("fabric_a", "fabric_b"):
             labtopo.labctl("link", labtopo.lab_name(), active, fabric, "on")
     client.stop()
-    # Back to the nominal state: the links repaired, the node registers its key
-    # again as at every boot (the peer's preemption removed it).
-    labtopo.vm(active).check_output("systemctl restart bluemind-ha-san-register.service")
-    labtopo.wait_for(lambda: pairstate.ready_to_take_over(active), 300, f"{active} to be ready to take over again")
+    # Back to the nominal state by itself: with a path again, the node's health
+    # check passes, keepalived leaves FAULT for BACKUP, and the deactivation that
+    # BACKUP starts registers the key the peer's preemption removed (its first
+    # release, without a path, had failed). No operator step, no reboot.
+    with pairstate.explained(active):
+        labtopo.wait_for(lambda: pairstate.ready_to_take_over(active), 300, f"{active} to be ready to take over again")
+        labtopo.wait_for(lambda: status(active)["registered"] == sorted(NODES), 120,
+                         f"{active} to register its key again")
     first = client.first_ack_after(cut)
     result = {"grace": grace, "vip_moved_seconds": round(moved, 1), "client_errors": len(client.errors),
               "client_error_window_seconds": client.error_window(),

@@ -11,6 +11,13 @@ Commands the failover controller and the operators use:
             calls the fence-peer handler below before it lets the promotion
             happen, so a node never becomes Primary beside a live Primary.
   demote    make this node Secondary (refused while the device is in use)
+  down      take the resource down (the node shuts down: ExecStop of
+            bluemind-ha-drbd-up.service). A node demoted in the last
+            handover_window seconds (its shutdown deactivated it) whose peer,
+            connected and UpToDate, is Secondary first waits, at most
+            handover_wait seconds, for the peer to become Primary: the peer's
+            promotion then needs no fencing, and this node leaves as the
+            Secondary of a Primary, a clean disconnection (its disk Outdated).
   status    role, disk and connection states of both nodes, sync progress;
             --json for a machine-readable form
 
@@ -61,7 +68,7 @@ FP_INCONSISTENT, FP_OUTDATED, FP_UNREACHABLE, FP_PRIMARY, FP_FENCED = 3, 4, 5, 6
 CLOCK_SKEW = 30
 CONNECTED = ("Connected", "SyncSource", "SyncTarget", "PausedSyncS", "PausedSyncT", "WFBitMapS", "WFBitMapT",
              "WFSyncUUID", "StartingSyncS", "StartingSyncT", "VerifyS", "VerifyT")
-COMMANDS = ("promote", "demote", "status", "fence-peer", "split-brain", "probe", "outdate-server")
+COMMANDS = ("promote", "demote", "down", "status", "fence-peer", "split-brain", "probe", "outdate-server")
 
 
 class DrbdError(Exception):
@@ -182,6 +189,55 @@ def do_demote(conf):
     start = time.monotonic()
     run(["drbdadm", "secondary", conf["resource"]])
     log(f"demote: {conf['node']} is Secondary of {conf['resource']} in {time.monotonic() - start:.2f} s")
+    try:
+        os.makedirs(os.path.dirname(conf["demote_stamp"]), exist_ok=True)
+        with open(conf["demote_stamp"], "w", encoding="utf-8") as handle:
+            handle.write(f"{time.time()}\n")
+    except OSError as exc:
+        log(f"demote: cannot record the demotion in {conf['demote_stamp']}: {exc}", syslog.LOG_WARNING)
+    return True
+
+
+def demoted_recently(conf, now):
+    try:
+        with open(conf["demote_stamp"], encoding="utf-8") as handle:
+            return 0 <= now - float(handle.read().strip()) < conf["handover_window"]
+    except (OSError, ValueError):
+        return False
+
+
+def handing_over(state):
+    """This node Secondary, connected to a Secondary peer whose disk is UpToDate:
+    the peer can become Primary without fencing while the connection lasts."""
+    return (state.get("connection") in CONNECTED and state.get("role") == "Secondary"
+            and state.get("peer_role") == "Secondary" and state.get("peer_disk") == "UpToDate")
+
+
+def do_down(conf, clock=time.time, sleep=time.sleep):
+    """Take the resource down as the node shuts down. Taken down at once after
+    its shutdown demoted it, an active node left two Secondaries: the peer's
+    promotion, moments later, found the peer disk DUnknown, called fence-peer and
+    powered this node off in the middle of its reboot. So a node demoted moments
+    ago waits (bounded) for its connected peer to become Primary first."""
+    state = resource_state(conf)
+    if not state.get("up"):
+        return False
+    if demoted_recently(conf, clock()) and handing_over(state):
+        log(f"down: waiting up to {conf['handover_wait']} s for {conf['peer']} to become Primary before "
+            "disconnecting")
+        deadline = clock() + conf["handover_wait"]
+        while handing_over(state) and clock() < deadline:
+            sleep(0.5)
+            state = resource_state(conf)
+        if state.get("peer_role") == "Primary":
+            log(f"down: {conf['peer']} is Primary; disconnecting cleanly")
+        else:
+            log(f"down: {conf['peer']} did not become Primary within {conf['handover_wait']} s "
+                f"(connection {state.get('connection')}, peer {state.get('peer_role')}); disconnecting anyway",
+                syslog.LOG_WARNING)
+    start = time.monotonic()
+    run(["drbdadm", "down", conf["resource"]])
+    log(f"down: {conf['resource']} is down on {conf['node']} in {time.monotonic() - start:.2f} s")
     return True
 
 
@@ -386,6 +442,9 @@ def load(path):
     conf.setdefault("outdate_attempts", 2)
     conf.setdefault("disconnect_wait", 20)
     conf.setdefault("peer_wait", 20)
+    conf.setdefault("handover_wait", 30)
+    conf.setdefault("handover_window", 120)
+    conf.setdefault("demote_stamp", "/run/bluemind-ha-drbd/demoted")
     return conf
 
 
@@ -436,6 +495,8 @@ def main(argv):
             print(json.dumps({"changed": do_promote(conf)}))
         elif command == "demote":
             print(json.dumps({"changed": do_demote(conf)}))
+        elif command == "down":
+            print(json.dumps({"changed": do_down(conf)}))
         elif command == "status":
             state = resource_state(conf)
             state.update({"node": conf["node"], "peer": conf["peer"], "resource": conf["resource"],

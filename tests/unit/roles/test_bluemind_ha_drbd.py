@@ -163,3 +163,88 @@ def test_probe_needs_its_three_arguments(drbd):
 def test_an_unreachable_peer_answers_unreachable(drbd):
     conf = dict(CONF, peer_address="127.0.0.1", outdate_port=9, outdate_timeout=0.5)
     assert drbd.ask_peer_to_outdate(conf) == "unreachable"
+
+
+class Clock:
+    """time.time() that advances only when the code under test sleeps."""
+
+    def __init__(self, start=1000.0):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def down_with(drbd, monkeypatch, tmp_path, states, demoted_ago, wait=30):
+    """Run do_down with resource_state answering states in turn; the demotion
+    stamp demoted_ago seconds old (None: no stamp). Returns (drbdadm calls, the
+    resource states read, the seconds do_down waited)."""
+    clock = Clock()
+    stamp = tmp_path / "demoted"
+    if demoted_ago is None:
+        stamp.unlink(missing_ok=True)
+    else:
+        stamp.write_text(f"{clock.now - demoted_ago}\n")
+    read = []
+    answer = states_in_turn(*states)
+    monkeypatch.setattr(drbd, "resource_state", lambda conf: read.append(1) or answer(conf))
+    calls = []
+    monkeypatch.setattr(drbd, "run", lambda argv, **k: calls.append(argv) or subprocess.CompletedProcess(argv, 0, "", ""))
+    conf = dict(CONF, demote_stamp=str(stamp), handover_wait=wait, handover_window=120)
+    assert drbd.do_down(conf, clock=clock, sleep=clock.sleep) is True
+    return calls, len(read), clock.now - 1000.0
+
+
+SECONDARIES = {"up": True, "connection": "Connected", "role": "Secondary", "peer_role": "Secondary",
+               "disk": "UpToDate", "peer_disk": "UpToDate"}
+
+
+def test_a_node_demoted_by_its_shutdown_waits_for_the_peer_to_be_primary_before_going_down(
+        drbd, monkeypatch, tmp_path):
+    """The active node's clean reboot: taken down at once, two Secondaries
+    disconnected and the peer's promotion fenced (powered off) the rebooting node.
+    It waits until the peer is Primary, then disconnects."""
+    taken_over = dict(SECONDARIES, peer_role="Primary")
+    calls, reads, waited = down_with(drbd, monkeypatch, tmp_path, [SECONDARIES, SECONDARIES, SECONDARIES, taken_over],
+                                     demoted_ago=5)
+    assert calls == [["drbdadm", "down", "bluemind"]]
+    assert reads == 4 and waited == 1.5
+
+
+def test_down_is_immediate_without_a_recent_demotion_or_beside_a_primary(drbd, monkeypatch, tmp_path):
+    # The passive node's reboot: the peer is Primary already.
+    calls, reads, waited = down_with(drbd, monkeypatch, tmp_path, [dict(SECONDARIES, peer_role="Primary")],
+                                     demoted_ago=5)
+    assert (calls, waited) == ([["drbdadm", "down", "bluemind"]], 0)
+    # A pair parked long ago, or never demoted on this boot: nobody is taking over.
+    for ago in (None, 600):
+        calls, reads, waited = down_with(drbd, monkeypatch, tmp_path, [SECONDARIES], demoted_ago=ago)
+        assert (calls, waited) == ([["drbdadm", "down", "bluemind"]], 0)
+    # The peer's disk is not UpToDate: it cannot take over, no point waiting.
+    calls, reads, waited = down_with(drbd, monkeypatch, tmp_path, [dict(SECONDARIES, peer_disk="Inconsistent")],
+                                     demoted_ago=5)
+    assert waited == 0
+
+
+def test_down_waits_at_most_its_bound_for_a_peer_that_never_takes_over(drbd, monkeypatch, tmp_path):
+    calls, reads, waited = down_with(drbd, monkeypatch, tmp_path, [SECONDARIES], demoted_ago=5, wait=30)
+    assert calls == [["drbdadm", "down", "bluemind"]]
+    assert 30 <= waited <= 30.5
+
+
+def test_a_resource_already_down_is_left_alone(drbd, monkeypatch):
+    monkeypatch.setattr(drbd, "resource_state", lambda conf: {"loaded": True, "up": False})
+    monkeypatch.setattr(drbd, "run", lambda *a, **k: pytest.fail("took down a resource that is not up"))
+    assert drbd.do_down(CONF) is False
+
+
+def test_demote_records_when_it_demoted(drbd, monkeypatch, tmp_path):
+    monkeypatch.setattr(drbd, "resource_state", lambda conf: {"up": True, "role": "Primary"})
+    monkeypatch.setattr(drbd, "device_open", lambda conf: False)
+    monkeypatch.setattr(drbd, "run", lambda argv, **k: subprocess.CompletedProcess(argv, 0, "", ""))
+    stamp = tmp_path / "run" / "demoted"
+    assert drbd.do_demote(dict(CONF, demote_stamp=str(stamp))) is True
+    assert abs(float(stamp.read_text()) - time.time()) < 5
