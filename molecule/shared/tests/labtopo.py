@@ -111,14 +111,40 @@ def powered_off(node: str):
         raise
 
 
+def trace_file() -> Path:
+    logs = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs"
+    return logs / f"waits-{lab_name()}.log"
+
+
+def reset_trace() -> None:
+    with contextlib.suppress(OSError):
+        trace_file().unlink()
+
+
+def trace(message: str) -> None:
+    """Where a check's seconds go: printed (pytest shows it with -s or on a
+    failure) and appended to LAB_CACHE_DIR/logs/waits-<lab>.log with the check's
+    name, kept after the run."""
+    import time
+
+    line = f"{time.strftime('%H:%M:%S')} {os.environ.get('PYTEST_CURRENT_TEST', '-').split(' ')[0]} {message}"
+    print(line)
+    with contextlib.suppress(OSError):
+        trace_file().parent.mkdir(parents=True, exist_ok=True)
+        with open(trace_file(), "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
     """Poll predicate() until it returns a true value, at most timeout seconds."""
     import time
 
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     while True:
         value = predicate()
         if value:
+            trace(f"waited {time.monotonic() - start:.1f} s for {what}")
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -258,8 +258,10 @@ def test_a_clean_reboot_keeps_the_service(role):
     before = labtopo.boot_id(rebooted)
     since = labtopo.vm(survivor).check_output("date +%Y-%m-%dT%H:%M:%S")
     with pairstate.client_during(active, f"{role}-reboot", CLEAN_REBOOT_BOUND[role, STORAGE]):
-        # Delayed by a second, so the SSH command returns before the shutdown.
-        labtopo.vm(rebooted).check_output("systemd-run --quiet --on-active=1 systemctl reboot")
+        # Delayed by a second, so the SSH command returns before the shutdown (a
+        # timer's default accuracy, a minute, delayed it by up to 60 s).
+        labtopo.vm(rebooted).check_output(
+            "systemd-run --quiet --on-active=1 --timer-property=AccuracySec=100ms systemctl reboot")
         labtopo.wait_booted(rebooted, before, 600)
         with pairstate.explained(rebooted):
             labtopo.wait_for(lambda: pairstate.ready_to_take_over(rebooted), 600,

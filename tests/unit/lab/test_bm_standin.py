@@ -396,6 +396,11 @@ def test_bm_core_states_setup_and_data(core, tmp_path):
     assert (tmp_path / "spool" / "m1").read_bytes() == body
     assert json.loads(get(base + "/api/test/mail")[1]) == ["m1"]
     assert json.loads((tmp_path / "postgresql" / "bluemind.db").read_text().splitlines()[0])["mail"] == "m1"
+    assert put(base + "/api/test/mail/run-1", b"mail 1")[0] == 201
+    assert put(base + "/api/test/mail/run-2", b"mail 2")[0] == 201
+    assert json.loads(get(base + "/api/test/mail?prefix=run-")[1]) == {"run-1": "mail 1", "run-2": "mail 2"}
+    assert json.loads(get(base + "/api/test/mail?prefix=none")[1]) == {}
+    assert get(base + "/api/test/mail?prefix=..%2F")[0] == 400
     assert get(base + "/api/test/mail/absent")[0] == 404
     assert get(base + "/api/test/mail/..%2Fescape")[0] == 400
 

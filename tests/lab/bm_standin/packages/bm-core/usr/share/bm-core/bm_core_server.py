@@ -20,6 +20,9 @@ and a test API for data that must survive a failover (not part of BlueMind):
                               503 unless the state is RUNNING
     GET /api/test/mail/NAME   the stored body, 404 if absent
     GET /api/test/mail        the names recorded in the database (JSON list)
+    GET /api/test/mail?prefix=P   the stored bodies of the mail whose names start
+                              with P, as a JSON object {name: body}: a client
+                              reads back hundreds of writes in one request
 
 The installation state lives with the data, as in the real product (where it is in
 PostgreSQL): `bm-cli setup install` writes DB_DIR/bluemind.installed, so a node that
@@ -45,6 +48,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.parse
 
 DB_NAME = "bluemind.db"
 INSTALLED_NAME = "bluemind.installed"
@@ -136,6 +140,12 @@ def make_handler(settings: Settings, db_lock: threading.Lock):
                 self.reply(200, {"softwareVersion": version, "releaseName": f"BlueMind {version} (lab stand-in)"})
             elif path == "/api/auth/ping":
                 self.reply(200, "pong")
+            elif path == "/api/test/mail" and "prefix=" in self.path:
+                prefix = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("prefix", [""])[0]
+                if not NAME_RE.match(prefix):
+                    self.reply(400, {"error": "bad prefix"})
+                    return
+                self.reply(200, self.stored(prefix))
             elif path == "/api/test/mail":
                 self.reply(200, self.recorded())
             elif path.startswith("/api/test/mail/"):
@@ -178,6 +188,17 @@ def make_handler(settings: Settings, db_lock: threading.Lock):
                 self.reply(500, {"error": str(exc)})
                 return
             self.reply(201, {"stored": name, "size": len(data)})
+
+        def stored(self, prefix: str) -> dict:
+            bodies = {}
+            for name in os.listdir(settings.spool):
+                if name.startswith(prefix) and NAME_RE.match(name):
+                    try:
+                        with open(os.path.join(settings.spool, name), "rb") as handle:
+                            bodies[name] = handle.read().decode("utf-8", "replace")
+                    except FileNotFoundError:
+                        pass
+            return bodies
 
         def recorded(self) -> list:
             try:
