@@ -6,9 +6,7 @@ acknowledged is readable. The writer runs over SSH and streams each
 acknowledgement to this process. (A power-off of the active node under a writer
 is test_bluemind's failover check, shared with the san scenario.)"""
 import json
-import os
 import threading
-from pathlib import Path
 
 import labtopo
 import pairstate
@@ -16,7 +14,7 @@ import pairstate
 NODES = labtopo.members("bluemind_ha")
 DEVICE = "/dev/drbd0"
 MOUNT = "/srv/bluemind-ha"  # controller_mountpoint
-RESULTS = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs"
+RESULTS = labtopo.LOGS
 
 
 def state(node: str) -> dict:

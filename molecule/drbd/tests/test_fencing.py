@@ -5,9 +5,7 @@ node's call wins (the host confirms the VM stopped), a second off is "already of
 at once, and the same agent powers the loser on again (a fresh boot)."""
 import concurrent.futures
 import json
-import os
 import time
-from pathlib import Path
 
 import yaml
 
@@ -18,7 +16,7 @@ LAB = labtopo.lab_name()
 NODES = labtopo.members("bluemind_ha")
 VIP = labtopo.inventory_vars("bluemind_ha")["bluemind_ha_vip"].split("/")[0]
 DELAY = labtopo.inventory_vars("bluemind_ha")["fencing_passive_delay"]
-RESULTS = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs"
+RESULTS = labtopo.LOGS
 
 
 def other(node: str) -> str:

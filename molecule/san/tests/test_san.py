@@ -9,7 +9,6 @@ Before the parking, both paths of the active node are cut under a client (the
 service moves to the peer after multipath's queueing grace).
 These checks run after test_bluemind (file order) and leave BlueMind parked."""
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ PORTALS = VARS["bluemind_ha_san_portals"]
 WWID = VARS["bluemind_ha_san_wwid"]
 DEVICE = "/dev/mapper/bluemind"
 MOUNT = "/mnt/bluemind-test"
-RESULTS = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs"
+RESULTS = labtopo.LOGS
 WRITER = r"""
 import os, sys, time
 path, stop, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])

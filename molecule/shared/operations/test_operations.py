@@ -36,7 +36,7 @@ import pairstate
 NODES = labtopo.members("bluemind_ha")
 VARS = labtopo.inventory_vars("bluemind_ha")
 STORAGE = VARS["bluemind_ha_storage"]
-RESULTS = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs"
+RESULTS = labtopo.LOGS
 
 
 def controller(node: str) -> dict:

@@ -10,6 +10,11 @@ from pathlib import Path
 import testinfra
 import yaml
 
+# Where the checks keep their measurements (failover JSON, waits), after the run.
+LOGS = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs"
+# Whether this process has written its waits log yet (the first trace truncates it).
+_TRACE = {"started": False}
+
 
 def scenario_dir() -> Path:
     return Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
@@ -111,28 +116,20 @@ def powered_off(node: str):
         raise
 
 
-def trace_file() -> Path:
-    logs = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs"
-    return logs / f"waits-{lab_name()}.log"
-
-
-def reset_trace() -> None:
-    with contextlib.suppress(OSError):
-        trace_file().unlink()
-
-
 def trace(message: str) -> None:
     """Where a check's seconds go: printed (pytest shows it with -s or on a
-    failure) and appended to LAB_CACHE_DIR/logs/waits-<lab>.log with the check's
-    name, kept after the run."""
+    failure) and written to LOGS/waits-<lab>.log with the check's name, kept
+    after the run. The first trace of a process (a pytest run, a benchmark)
+    starts the file afresh."""
     import time
 
     line = f"{time.strftime('%H:%M:%S')} {os.environ.get('PYTEST_CURRENT_TEST', '-').split(' ')[0]} {message}"
     print(line)
     with contextlib.suppress(OSError):
-        trace_file().parent.mkdir(parents=True, exist_ok=True)
-        with open(trace_file(), "a", encoding="utf-8") as handle:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        with open(LOGS / f"waits-{lab_name()}.log", "a" if _TRACE["started"] else "w", encoding="utf-8") as handle:
             handle.write(line + "\n")
+    _TRACE["started"] = True
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):

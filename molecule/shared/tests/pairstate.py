@@ -52,7 +52,7 @@ while time.time() < end and not os.path.exists("/var/tmp/client.stop"):
 
 # Test instrument, run on a VM: reads back, through the floating IP, the mail
 # whose numbers come on stdin, in one request (the stand-in's bulk read; one
-# request a mail took 0.1 s each under emulation, 20-30 s a check); prints the
+# request a mail took 0.1 s each under emulation, up to 25 s a check); prints the
 # numbers not read back as written. Three attempts, a second apart: the numbers
 # are all printed when none answered.
 READER = r"""

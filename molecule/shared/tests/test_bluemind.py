@@ -26,7 +26,7 @@ import pairstate
 NODES = labtopo.members("bluemind_ha")
 VIP = labtopo.inventory_vars("bluemind_ha")["bluemind_ha_vip"].split("/")[0]
 STORAGE = labtopo.inventory_vars("bluemind_ha")["bluemind_ha_storage"]
-RESULTS = Path(os.environ.get("LAB_CACHE_DIR", Path.home() / ".cache" / "bluemind-ha-lab")) / "logs"
+RESULTS = labtopo.LOGS
 # molecule.yml sets the runs (1 in each scenario in CI); LAB_FAILOVER_RUNS=5
 # makes the benchmark of the note.
 RUNS = int(os.environ.get("LAB_FAILOVER_RUNS", "1"))
