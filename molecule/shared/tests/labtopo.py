@@ -49,7 +49,7 @@ def instances() -> dict[str, dict]:
 
 
 def control_dir() -> Path:
-    """The directory of the checks' SSH master sockets: one per user, root-only,
+    """The directory of the checks' SSH master sockets: one per user, owner-only,
     short enough for a socket path (108 bytes)."""
     path = Path(f"/tmp/bmha-ssh-{os.getuid()}")
     path.mkdir(mode=0o700, exist_ok=True)
