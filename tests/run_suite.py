@@ -101,6 +101,21 @@ def show_consoles(lab: str) -> None:
         print("\n".join(lines))
 
 
+def nic_watchdog_resets(lab: str, since: float) -> list[str]:
+    """The lines in which the lab image's NIC watchdog reset an emulated NIC that
+    had stopped sending (tests/lab/image/files/usr/local/sbin/lab-nic-watchdog),
+    from the consoles labctl down kept after `since`: a run that passed despite
+    one says so."""
+    found = []
+    for log in sorted((logs_dir() / lab).glob("*-console.log")):
+        if log.stat().st_mtime < since:
+            continue
+        vm = log.name.removesuffix("-console.log")
+        found += [f"{vm}: {line.strip()}" for line in log.read_text(errors="replace").splitlines()
+                  if "lab-nic-watchdog: " in line]
+    return found
+
+
 def digest(lines: list[str], width: int = 300) -> list[str]:
     """What a reader of a failed scenario's tail needs from pytest's output: the
     failures' error lines ("E", the first ones), the short test summary and the
@@ -140,6 +155,7 @@ def scenario(name: str):
         log = logs_dir() / f"molecule-{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         lines: list[str] = []
+        started = time.time()
         with subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, errors="replace") as proc, log.open("w") as kept:
             for line in proc.stdout:
@@ -148,6 +164,10 @@ def scenario(name: str):
                 kept.write(line)
                 lines.append(line.rstrip("\n"))
         rc = proc.returncode
+        resets = nic_watchdog_resets(f"molecule-{name}", started)
+        if resets:
+            print(f"----- molecule-{name}: the lab image reset a stalled emulated NIC -----")
+            print("\n".join(resets))
         if rc != 0:
             show_consoles(f"molecule-{name}")
             print(f"----- molecule-{name}: what failed (whole log: {log}) -----")

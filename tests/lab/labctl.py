@@ -233,6 +233,18 @@ def hmp(sock_path: Path, command: str, timeout: float = 10.0) -> str:
     return "\n".join(line for line in lines if line.strip() and command not in line).strip()
 
 
+def nic_resets(console: str) -> list[str]:
+    """The NICs the image's lab-nic-watchdog reset, one entry per reset, from a
+    serial console: a virtio NIC the emulator stopped serving (tests/lab/image)."""
+    found = []
+    for line in console.splitlines():
+        marker = line.find("lab-nic-watchdog: reset ")
+        words = line[marker:].split()[2:] if marker >= 0 else []
+        if words:
+            found.append(words[0].rstrip(":"))
+    return found
+
+
 # ------------------------------------------------------------------------ VM
 
 
@@ -582,6 +594,10 @@ class Lab:
             if console.exists():
                 (LOGS / self.name).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(console, LOGS / self.name / f"{vm.name}-console.log")
+                resets = nic_resets(console.read_text(errors="replace"))
+                if resets:
+                    log(f"{vm.name}: the image's NIC watchdog reset a stalled emulated NIC "
+                        f"{len(resets)} time(s): {', '.join(resets)} (see {vm.name}-console.log)")
         stop_services(self)
         shutil.rmtree(self.dir, ignore_errors=True)
 

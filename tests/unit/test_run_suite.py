@@ -1,6 +1,7 @@
 """tests/run_suite.py: what a failed scenario prints at its end, where CI's reader
 sees it (pytest's own report of the failure sits far above)."""
 import importlib.util
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,3 +60,19 @@ def test_the_digest_keeps_only_the_first_twelve_error_lines_and_cuts_long_ones()
 
 def test_nothing_to_digest_from_an_output_without_pytest():
     assert not suite.digest(["TASK [x] ***", "fatal: [node1]: FAILED!"])
+
+
+def test_the_nic_watchdog_resets_of_this_run_are_reported_and_older_consoles_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
+    lab = tmp_path / "logs" / "molecule-san"
+    lab.mkdir(parents=True)
+    (lab / "san-console.log").write_text(
+        "[  655.3] virtio_net virtio5 eth3: NETDEV WATCHDOG: CPU: 0: transmit queue 0 timed out 5556 ms\n"
+        "[  656.1] lab-nic-watchdog: reset eth3: its transmit queue timed out (0 -> 1)\n"
+        "[  656.4] lab-nic-watchdog: eth3 reset and configured again\n")
+    (lab / "node1-console.log").write_text("[  656.1] lab-nic-watchdog: reset eth2: asked for\n")
+    os.utime(lab / "node1-console.log", (1000, 1000))   # a console of an earlier run
+    assert suite.nic_watchdog_resets("molecule-san", since=2000) == [
+        "san: [  656.1] lab-nic-watchdog: reset eth3: its transmit queue timed out (0 -> 1)",
+        "san: [  656.4] lab-nic-watchdog: eth3 reset and configured again"]
+    assert suite.nic_watchdog_resets("molecule-drbd", since=2000) == []

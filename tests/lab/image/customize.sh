@@ -15,7 +15,7 @@ for p in "${prefetch[@]}"; do
 done
 install -d -m 0700 "$root/root/.ssh"
 install -m 0600 "$pubkey" "$root/root/.ssh/authorized_keys"
-chroot "$root" systemctl enable lab-init.service >/dev/null 2>&1
+chroot "$root" systemctl enable lab-init.service lab-nic-watchdog.service >/dev/null 2>&1
 chroot "$root" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
   e2scrub_reap.service fstrim.timer >/dev/null 2>&1
 chroot "$root" dpkg-query -W -f="\${Package} \${Version}\n" > "$root/root/.lab-installed"

@@ -276,3 +276,13 @@ def test_serve_repo_serves_files_but_never_the_signing_key(tmp_path):
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+def test_nic_resets_lists_each_reset_the_image_watchdog_logged(labctl):
+    console = (
+        "[  655.301362] virtio_net virtio5 eth3: NETDEV WATCHDOG: CPU: 0: transmit queue 0 timed out 5556 ms\n"
+        "[  656.100000] lab-nic-watchdog: reset eth3: its transmit queue timed out (0 -> 1), the emulated NIC stopped sending\n"
+        "[  656.900000] lab-nic-watchdog: eth3 reset and configured again\n"
+        "[  900.000000] lab-nic-watchdog: reset eth1: asked for\n")
+    assert labctl.nic_resets(console) == ["eth3", "eth1"]
+    assert labctl.nic_resets("[ 1.0] virtio_net virtio5 eth3: NETDEV WATCHDOG\n") == []
