@@ -49,7 +49,7 @@ class FakeGuest:
         (self.sys / "class" / "net" / dev / "queues" / "tx-0" / "tx_timeout").write_text(f"{count}\n")
 
     def run_pass(self):
-        subprocess.run(["sh", str(SCRIPT), "--once"], env=self.env, check=True, capture_output=True)
+        subprocess.run(["bash", str(SCRIPT), "--once"], env=self.env, check=True, capture_output=True)
 
     def recorded(self) -> list[str]:
         return self.calls.read_text().splitlines() if self.calls.exists() else []
