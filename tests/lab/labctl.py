@@ -596,8 +596,8 @@ class Lab:
                 shutil.copyfile(console, LOGS / self.name / f"{vm.name}-console.log")
                 resets = nic_resets(console.read_text(errors="replace"))
                 if resets:
-                    log(f"{vm.name}: the image's NIC watchdog reset a stalled emulated NIC "
-                        f"{len(resets)} time(s): {', '.join(resets)} (see {vm.name}-console.log)")
+                    log(f"{vm.name}: lab-nic-watchdog reset {len(resets)} NIC(s): {', '.join(resets)} "
+                        f"(a stalled emulated NIC, or `--reset` by hand: see {vm.name}-console.log)")
         stop_services(self)
         shutil.rmtree(self.dir, ignore_errors=True)
 
