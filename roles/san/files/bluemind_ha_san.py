@@ -9,7 +9,9 @@ Commands the failover controller and the operators use:
   claim     take the LUN for this node: register this node's key if needed,
             then reserve (Write Exclusive - Registrants Only), or preempt the
             other node's key when it holds the reservation. The node that lost
-            the reservation can no longer write to the LUN. Idempotent.
+            the reservation can no longer write to the LUN. A holder that
+            releases meanwhile is no conflict: the claim then reserves.
+            Idempotent.
   release   give up the reservation held by this node (refused while the
             filesystem is mounted here). The key stays registered; a key
             preempted by the peer's takeover is registered again once the
@@ -64,6 +66,8 @@ CONFIG = "/etc/bluemind-ha/san.json"
 LOCK = "/run/bluemind-ha/san.lock"
 OK, FAILED, USAGE, NO_DEVICE, CONFLICT, TIMEOUT, BUSY, FOREIGN = 0, 1, 2, 3, 4, 5, 6, 7
 PR_TYPE = "5"  # Write Exclusive - Registrants Only
+# Reservation commands a claim may send when the holder it read releases meanwhile.
+CLAIM_ATTEMPTS = 3
 COMMANDS = ("claim", "release", "register", "holder", "status", "login", "map", "mkfs", "config-test")
 
 
@@ -229,17 +233,28 @@ def do_claim(lun):
     holder = lun.reservation()
     if holder and holder[0] == lun.key:
         return changed, "already held"
-    if holder is None:
-        lun.prout("--reserve", f"--param-rk=0x{lun.key:x}", f"--prout-type={PR_TYPE}")
-        how = "reserved"
-    else:
-        lun.prout("--preempt", f"--param-rk=0x{lun.key:x}", f"--param-sark=0x{holder[0]:x}",
-                  f"--prout-type={PR_TYPE}")
-        how = f"preempted {lun.name(holder[0])}"
-    after = lun.reservation()
-    if not after or after[0] != lun.key:
-        who = lun.name(after[0]) if after else "nobody"
-        raise SanError(CONFLICT, f"claim of {lun.device} failed: the reservation is held by {who}")
+    done = []
+    for _attempt in range(CLAIM_ATTEMPTS):
+        if holder is None:
+            lun.prout("--reserve", f"--param-rk=0x{lun.key:x}", f"--prout-type={PR_TYPE}")
+            done.append("reserved")
+        else:
+            lun.prout("--preempt", f"--param-rk=0x{lun.key:x}", f"--param-sark=0x{holder[0]:x}",
+                      f"--prout-type={PR_TYPE}")
+            done.append(f"preempted {lun.name(holder[0])}")
+        holder = lun.reservation()
+        # Held by nobody: the holder released between the read above and the
+        # preempt (a peer finishing its deactivation while this node takes over).
+        # A PREEMPT naming a key that holds no reservation only removes that key's
+        # registrations (SPC-4, 5.13.11.2.4): reserve it now. Held by another key:
+        # that node claimed meanwhile; taking it back would only bounce the LUN.
+        if holder is not None:
+            break
+    if not holder or holder[0] != lun.key:
+        who = lun.name(holder[0]) if holder else "nobody"
+        raise SanError(CONFLICT, f"claim of {lun.device} failed after {', then '.join(done)}: "
+                                 f"the reservation is held by {who}")
+    how = ", then ".join(done)
     log(f"claim: {lun.conf['node']} {how} {lun.device} in {time.monotonic() - start:.2f} s")
     return True, how
 

@@ -65,10 +65,19 @@ class FakeArray:
         self.registered = {}   # node -> key (one per node: both of its paths register together)
         self.holder = None     # (node, key)
         self.writes = []
+        # The other node's move, made just before this node's next reservation
+        # command (the race of a peer releasing while this node preempts).
+        self.meanwhile = None
+        self.prouts = []
 
     def mpathpersist(self, node, argv):
         args = dict(a.split("=", 1) if "=" in a else (a, "") for a in argv[1:-1])
         out = ""
+        if "--out" in args and "--register-ignore" not in args:
+            self.prouts.append((node, next(a for a in ("--reserve", "--preempt", "--release") if a in args)))
+            if self.meanwhile:
+                move, self.meanwhile = self.meanwhile, None
+                move()
         if "--in" in args and "--read-keys" in args:
             out = "  PR generation=0x1, keys follow:\n" + "".join(
                 f"    0x{k:x}\n    0x{k:x}\n" for k in self.registered.values())
@@ -80,7 +89,9 @@ class FakeArray:
             self.registered[node] = int(args["--param-sark"], 16)
         elif node not in self.registered or self.registered[node] != int(args["--param-rk"], 16):
             return subprocess.CompletedProcess(argv, 24, "", "reservation conflict")
-        elif "--reserve" in args and not self.holder:
+        elif "--reserve" in args:
+            if self.holder and self.holder[0] != node:
+                return subprocess.CompletedProcess(argv, 24, "", "reservation conflict")
             self.holder = (node, self.registered[node])
         elif "--preempt" in args:
             victim = int(args["--param-sark"], 16)
@@ -149,6 +160,44 @@ def test_a_fenced_node_that_still_mounts_cannot_register_or_claim(san, array):
     array.mounted.clear()
     assert san.do_register(lun(san, array, "node1")) is True
     assert san.do_register(lun(san, array, "node1")) is False
+
+
+def test_claim_reserves_when_the_holder_releases_while_it_preempts(san, array):
+    """The race of the lab's public-link check: node1 (its link cut) finishes its
+    deactivation and releases the LUN between node2's read of the reservation
+    and node2's PREEMPT. That PREEMPT then only removes node1's key; node2 must
+    reserve, not report a conflict (which failed its activation and sent the
+    service back to node1)."""
+    san.do_register(lun(san, array, "node2"))
+    san.do_claim(lun(san, array, "node1"))
+
+    def node1_releases():
+        array.holder = None
+    array.meanwhile = node1_releases
+    changed, how = san.do_claim(lun(san, array, "node2"))
+    assert (changed, how) == (True, "preempted node1, then reserved")
+    assert array.holder == ("node2", 0x2222)
+    assert array.prouts == [("node1", "--reserve"), ("node2", "--preempt"), ("node2", "--reserve")]
+    # node1's release registers its key again once it has nothing mounted.
+    assert san.do_release(lun(san, array, "node1")) is True
+    assert array.registered == {"node1": 0x1111, "node2": 0x2222} and array.holder[0] == "node2"
+
+
+def test_claim_does_not_take_back_a_lun_another_node_reserved_meanwhile(san, array):
+    """Both nodes claiming at once (both VRRP masters): the one that loses the
+    race reports the conflict instead of preempting back, which would only
+    bounce the LUN between them."""
+    san.do_register(lun(san, array, "node1"))
+    san.do_register(lun(san, array, "node2"))
+
+    def node1_reserves():
+        array.holder = ("node1", 0x1111)
+    array.meanwhile = node1_reserves
+    with pytest.raises(san.SanError) as conflict:
+        san.do_claim(lun(san, array, "node2"))
+    assert conflict.value.code == san.CONFLICT
+    assert "after reserved: the reservation is held by node1" in str(conflict.value)
+    assert array.prouts == [("node2", "--reserve")] and array.holder[0] == "node1"
 
 
 def test_release_refuses_while_mounted_and_only_releases_its_own(san, array):
