@@ -26,14 +26,21 @@ HA_LINES = 60
 COMMAND = ("echo '--- status'; bluemind-ha status 2>&1;"
            " echo '--- journal (this boot, last 20 min)'; journalctl -b --no-pager -o short-precise --since=-20min")
 TIMEOUT = 90
+# VMs that did not answer within TIMEOUT at an earlier failure of this run: not
+# asked again, so that a hung VM under a cascade of failed checks costs TIMEOUT
+# once, not once per check.
+SILENT: set[str] = set()
 
 
 def vm_state(name: str) -> str:
     """The VM's status and journal; what went wrong instead when it does not answer."""
+    if name in SILENT:
+        return f"(did not answer within {TIMEOUT} s at an earlier failure; not asked again)\n"
     try:
         proc = subprocess.run(labtopo.ssh_argv(name, COMMAND), capture_output=True, text=True, timeout=TIMEOUT,
                               check=False)
     except subprocess.TimeoutExpired:
+        SILENT.add(name)
         return f"(no answer within {TIMEOUT} s)\n"
     if proc.returncode == 255:
         return f"(unreachable: {proc.stderr.strip()[-200:]})\n"

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "molecule" / "shared" / "tests"))
 import failure_state  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -60,7 +62,11 @@ def test_a_vm_that_does_not_answer_is_said_so(monkeypatch):
     def hangs(*args, **kwargs):
         raise subprocess.TimeoutExpired("ssh", 90)
     monkeypatch.setattr(failure_state.subprocess, "run", hangs)
+    monkeypatch.setattr(failure_state, "SILENT", set())
     assert failure_state.vm_state("node1") == "(no answer within 90 s)\n"
+    # A VM that hung once is not waited for again at the next failed check.
+    monkeypatch.setattr(failure_state.subprocess, "run", lambda *a, **k: pytest.fail("asked again"))
+    assert "not asked again" in failure_state.vm_state("node1")
 
 
 def test_the_hook_adds_the_lab_state_to_a_failed_check_only(pytester, monkeypatch):
