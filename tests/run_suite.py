@@ -101,18 +101,24 @@ def show_consoles(lab: str) -> None:
         print("\n".join(lines))
 
 
-def nic_watchdog_resets(lab: str, since: float) -> list[str]:
-    """The lines in which the lab image's NIC watchdog reset an emulated NIC that
-    had stopped sending (tests/lab/image/files/usr/local/sbin/lab-nic-watchdog),
-    from the consoles labctl down kept after `since`: a run that passed despite
-    one says so."""
+# What the lab does when the emulator fails a VM, as its console shows it: the
+# image's NIC watchdog resets an emulated NIC that stopped sending
+# (tests/lab/image/files/usr/local/sbin/lab-nic-watchdog); a guest whose vCPUs
+# are no longer scheduled panics on its soft lockup and reboots (softlockup_panic,
+# tests/lab/labctl.py).
+LAB_RECOVERIES = ("lab-nic-watchdog: ", "not syncing: softlockup")
+
+
+def lab_recoveries(lab: str, since: float) -> list[str]:
+    """The console lines of LAB_RECOVERIES, from the consoles labctl down kept
+    after `since`: a run that passed despite one says so."""
     found = []
     for log in sorted((logs_dir() / lab).glob("*-console.log")):
         if log.stat().st_mtime < since:
             continue
         vm = log.name.removesuffix("-console.log")
         found += [f"{vm}: {line.strip()}" for line in log.read_text(errors="replace").splitlines()
-                  if "lab-nic-watchdog: " in line]
+                  if any(marker in line for marker in LAB_RECOVERIES)]
     return found
 
 
@@ -164,10 +170,10 @@ def scenario(name: str):
                 kept.write(line)
                 lines.append(line.rstrip("\n"))
         rc = proc.returncode
-        resets = nic_watchdog_resets(f"molecule-{name}", started)
-        if resets:
-            print(f"----- molecule-{name}: the lab image reset a stalled emulated NIC -----")
-            print("\n".join(resets))
+        recoveries = lab_recoveries(f"molecule-{name}", started)
+        if recoveries:
+            print(f"----- molecule-{name}: the lab recovered a VM the emulator failed (NIC reset, lockup reboot) -----")
+            print("\n".join(recoveries))
         if rc != 0:
             show_consoles(f"molecule-{name}")
             print(f"----- molecule-{name}: what failed (whole log: {log}) -----")

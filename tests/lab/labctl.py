@@ -245,6 +245,12 @@ def nic_resets(console: str) -> list[str]:
     return found
 
 
+def lockup_reboots(console: str) -> int:
+    """How many times the guest panicked on a soft lockup (and so rebooted), from
+    its serial console: a VM the emulator stopped scheduling (softlockup_panic)."""
+    return sum("not syncing: softlockup" in line for line in console.splitlines())
+
+
 # ------------------------------------------------------------------------ VM
 
 
@@ -494,8 +500,14 @@ class Lab:
             argv += ["-drive", f"file={path},if=none,id=drv-{disk['name']},format=raw,cache=writeback",
                      "-device", f"virtio-blk-pci,drive=drv-{disk['name']},id=disk-{disk['name']},"
                                 f"serial={disk['name']}"]
+        # softlockup_panic=1 with panic=5: a guest whose CPUs stop being scheduled
+        # (seen once under TCG, 2026-11-29: both vCPUs stuck in the idle task with
+        # "rcu_preempt kthread timer wakeup didn't happen" 39 s after a power-on,
+        # for good) panics at the kernel's first soft-lockup report and reboots
+        # 5 s later, like a crashed node, instead of staying a dead VM that every
+        # later check finds unreachable. The console keeps the panic (lockup_reboots).
         cmdline = ["root=/dev/vda", "rw", "console=ttyS0", "net.ifnames=0", "biosdevname=0",
-                   "panic=5", "quiet", "systemd.show_status=false", "mitigations=off",
+                   "panic=5", "softlockup_panic=1", "quiet", "systemd.show_status=false", "mitigations=off",
                    f"lab.hostname={spec.get('hostname', name)}",
                    f"lab.domain={spec.get('domain', DEFAULT_DOMAIN)}"]
         if nets:
@@ -594,10 +606,15 @@ class Lab:
             if console.exists():
                 (LOGS / self.name).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(console, LOGS / self.name / f"{vm.name}-console.log")
-                resets = nic_resets(console.read_text(errors="replace"))
+                text = console.read_text(errors="replace")
+                resets = nic_resets(text)
                 if resets:
                     log(f"{vm.name}: lab-nic-watchdog reset {len(resets)} NIC(s): {', '.join(resets)} "
                         f"(a stalled emulated NIC, or `--reset` by hand: see {vm.name}-console.log)")
+                lockups = lockup_reboots(text)
+                if lockups:
+                    log(f"{vm.name}: rebooted {lockups} time(s) after a soft lockup (vCPUs no longer "
+                        f"scheduled by the emulator: see {vm.name}-console.log)")
         stop_services(self)
         shutil.rmtree(self.dir, ignore_errors=True)
 

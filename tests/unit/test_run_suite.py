@@ -62,7 +62,7 @@ def test_nothing_to_digest_from_an_output_without_pytest():
     assert not suite.digest(["TASK [x] ***", "fatal: [node1]: FAILED!"])
 
 
-def test_the_nic_watchdog_resets_of_this_run_are_reported_and_older_consoles_ignored(tmp_path, monkeypatch):
+def test_the_lab_recoveries_of_this_run_are_reported_and_older_consoles_ignored(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
     lab = tmp_path / "logs" / "molecule-san"
     lab.mkdir(parents=True)
@@ -72,7 +72,12 @@ def test_the_nic_watchdog_resets_of_this_run_are_reported_and_older_consoles_ign
         "[  656.4] lab-nic-watchdog: eth3 reset and configured again\n")
     (lab / "node1-console.log").write_text("[  656.1] lab-nic-watchdog: reset eth2: asked for\n")
     os.utime(lab / "node1-console.log", (1000, 1000))   # a console of an earlier run
-    assert suite.nic_watchdog_resets("molecule-san", since=2000) == [
+    (lab / "node2-console.log").write_text(
+        "[   39.4] rcu: INFO: rcu_preempt self-detected stall on CPU\n"
+        "[   64.4] watchdog: BUG: soft lockup - CPU#0 stuck for 45s! [swapper/0:0]\n"
+        "[   64.5] Kernel panic - not syncing: softlockup: hung tasks\n")
+    assert suite.lab_recoveries("molecule-san", since=2000) == [
+        "node2: [   64.5] Kernel panic - not syncing: softlockup: hung tasks",
         "san: [  656.1] lab-nic-watchdog: reset eth3: its transmit queue timed out (0 -> 1)",
         "san: [  656.4] lab-nic-watchdog: eth3 reset and configured again"]
-    assert suite.nic_watchdog_resets("molecule-drbd", since=2000) == []
+    assert suite.lab_recoveries("molecule-drbd", since=2000) == []

@@ -98,6 +98,10 @@ def test_vm_command_line(labctl, tmp_path):
     assert f"socket,id=net-replication,mcast=230.0.0.1:{base + 1},localaddr=127.0.0.1" in joined
     assert "lab.net=eth1=192.168.60.11/24+fd00:60::11/64,eth2=10.60.0.11/24" in joined
     assert "net.ifnames=0" in joined
+    # A guest the emulator stops scheduling panics on its soft lockup and reboots
+    # 5 s later, as a crashed node would, instead of staying a dead VM.
+    kernel_args = argv[argv.index("-append") + 1].split()
+    assert "softlockup_panic=1" in kernel_args and "panic=5" in kernel_args
     assert meta["disks"]["drbd"]["size"] == 2 << 30
     assert meta["segments"] == ["public", "replication"]
     assert "-m" in argv and argv[argv.index("-m") + 1] == "1536"
@@ -286,3 +290,14 @@ def test_nic_resets_lists_each_reset_the_image_watchdog_logged(labctl):
         "[  900.000000] lab-nic-watchdog: reset eth1: asked for\n")
     assert labctl.nic_resets(console) == ["eth3", "eth1"]
     assert labctl.nic_resets("[ 1.0] virtio_net virtio5 eth3: NETDEV WATCHDOG\n") == []
+
+
+def test_lockup_reboots_counts_the_soft_lockup_panics_of_a_console(labctl):
+    console = (
+        "[   64.476052] watchdog: BUG: soft lockup - CPU#0 stuck for 45s! [swapper/0:0]\n"
+        "[   64.480000] Kernel panic - not syncing: softlockup: hung tasks\n"
+        "[    0.000000] Linux version 6.1.0-57-cloud-amd64\n"
+        "[   12.000000] Kernel panic - not syncing: softlockup: hung tasks\n")
+    assert labctl.lockup_reboots(console) == 2
+    # A lockup report alone (without softlockup_panic) is not a reboot.
+    assert labctl.lockup_reboots("[ 64.4] watchdog: BUG: soft lockup - CPU#0 stuck for 45s!\n") == 0
