@@ -35,6 +35,8 @@ description:
   - C(paths) - (SAN) a path to the LUN is not active, or the node sees no path.
   - C(replication) - (DRBD) the nodes are not connected, or a disk is not C(UpToDate).
   - C(reservation) - (SAN) a node's key is not registered on the LUN, or the active node does not hold its reservation.
+  - C(release_pending) - a deactivation could not release the node's storage (a SAN without a usable path);
+    the node's C(bluemind-ha-retry) timer finishes it once it can.
 author:
   - BlueMind HA collection maintainers (@bluemind-ha)
 options:
@@ -164,9 +166,18 @@ def judge(reports):
             if active and storage.get("holder") != name:
                 problem("reservation", name, f"the active node does not hold the LUN's reservation (holder: "
                                              f"{storage.get('holder')}): see the SAN runbook")
-            if not (report.get("peer_view") or {}).get("reachable"):
+            if not active and storage.get("present") and not storage.get("registered_here"):
+                problem("reservation", name, "this node's key is not registered on the LUN (the peer's takeover "
+                                             "preempted it): it registers again by itself once a path is usable; "
+                                             "if its paths are active and it stays, run `bluemind-ha-san register` "
+                                             "on it")
+            elif not (report.get("peer_view") or {}).get("reachable") and parsed.get(report.get("peer")) is None:
                 problem("reservation", name, f"the key of {report.get('peer')} is not registered on the LUN: "
                                              "it could not take over")
+        if report.get("release_pending"):
+            problem("release_pending", name, "a deactivation could not release the storage (see `journalctl -t "
+                                             "bluemind-ha`); bluemind-ha-retry.timer finishes it once it can, for a "
+                                             "SAN once a path to the LUN is usable again")
     return problems, (actives[0] if len(actives) == 1 else None), summary
 
 

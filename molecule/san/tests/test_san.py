@@ -6,7 +6,9 @@ holds the LUN) and the LUN command is put through what the failover controller
 asks of it: claim, takeover by preemption (the old holder can no longer write),
 safe mode on a foreign signature, a fabric link cut under a running writer.
 Before the parking, both paths of the active node are cut under a client (the
-service moves to the peer after multipath's queueing grace).
+service moves to the peer after multipath's queueing grace), then, on the other
+node, with multipathd held back until the node has left FAULT (the key is
+registered again by the release's retry).
 These checks run after test_bluemind (file order) and leave BlueMind parked."""
 import json
 import statistics
@@ -156,9 +158,11 @@ def test_losing_every_path_of_the_active_node_moves_the_service_after_the_queuei
             labtopo.labctl("link", labtopo.lab_name(), active, fabric, "on")
     client.stop()
     # Back to the nominal state by itself: with a path again, the node's health
-    # check passes, keepalived leaves FAULT for BACKUP, and the deactivation that
-    # BACKUP starts registers the key the peer's preemption removed (its first
-    # release, without a path, had failed). No operator step, no reboot.
+    # check passes, keepalived leaves FAULT for BACKUP, and the key the peer's
+    # preemption removed is registered again: by the deactivation that BACKUP
+    # starts, or, when multipathd has not reinstated a path by then, by the retry
+    # timer (its first release, without a path, had failed; the next check forces
+    # that order). No operator step, no reboot.
     with pairstate.explained(active):
         labtopo.wait_for(lambda: pairstate.ready_to_take_over(active), 300, f"{active} to be ready to take over again")
         labtopo.wait_for(lambda: status(active)["registered"] == sorted(NODES), 120,
@@ -173,6 +177,61 @@ def test_losing_every_path_of_the_active_node_moves_the_service_after_the_queuei
     print(f"every path of {active} lost: {result}")
     assert moved >= grace, f"the service moved {moved:.1f} s after the cut, within multipath's grace of {grace} s"
     assert status(active)["registered"] == sorted(NODES), status(active)
+    assert pairstate.assert_pair_invariants() == peer
+
+
+def transitions(node: str) -> list[dict]:
+    out = labtopo.vm(node).run("tail -n 20 /var/lib/bluemind-ha/transitions.jsonl").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_paths_back_before_multipathd_reinstates_them_still_get_the_key_registered():
+    """Issue 33's order, forced. The active node loses every path and its peer
+    takes over (preempting its key). multipathd is stopped on the node before its
+    links return: its SCSI devices run again, so its health check passes and
+    keepalived leaves FAULT for BACKUP, but the BACKUP deactivation's release finds
+    no usable path and fails. When multipathd comes back and reinstates the paths,
+    the retry timer registers the key again and clears the failed units: the pair
+    is nominal without an operator. Today's main stayed with the key unregistered."""
+    active = pairstate.assert_pair_invariants()
+    peer = next(n for n in NODES if n != active)
+    host = labtopo.vm(active)
+    labtopo.wait_for(lambda: pairstate.ready_to_take_over(peer), 300, f"{peer} to be ready to take over")
+    conf = json.loads(host.check_output("cat /etc/bluemind-ha/controller.json"))
+    bound = conf["storage_grace"] + 3 * int(VARS["keepalived_check_interval"]) + 15
+    for fabric in ("fabric_a", "fabric_b"):
+        labtopo.labctl("link", labtopo.lab_name(), active, fabric, "off")
+    try:
+        labtopo.wait_for(lambda: vip_holders() == [peer], bound, f"{peer} to take the floating IP")
+        labtopo.wait_for(lambda: host.run(f"test ! -e /run/bluemind-ha/active && ! mountpoint -q "
+                                          f"{conf['mountpoint']}").rc == 0, 300, f"{active} to give up the storage")
+        # The daemon that reinstates paths is gone until the release has failed.
+        host.check_output("systemctl stop multipathd.socket multipathd.service")
+        restored = float(host.check_output("date +%s.%N"))
+    finally:
+        for fabric in ("fabric_a", "fabric_b"):
+            labtopo.labctl("link", labtopo.lab_name(), active, fabric, "on")
+    try:
+        labtopo.wait_for(lambda: any(t["transition"] == "deactivate" and t["started"] >= restored
+                                     and t["outcome"] == "failed" for t in transitions(active)), 180,
+                         f"{active}'s BACKUP deactivation to fail its release without a path")
+        failed = next(t for t in transitions(active) if t["transition"] == "deactivate" and t["started"] >= restored)
+        assert failed["steps"][-1]["step"] == "release" and failed["vrrp"] == "BACKUP", failed
+        assert controller(active)["release_pending"], "the failed release is not reported as pending"
+    finally:
+        host.check_output("systemctl start multipathd.socket multipathd.service")
+    labtopo.wait_for(lambda: status(active)["registered"] == sorted(NODES), 120,
+                     f"{active} to register its key again by itself")
+    retried = [t for t in transitions(active) if t["transition"] == "release-retry" and t["started"] >= restored]
+    assert retried and retried[-1]["outcome"] == "ok", transitions(active)
+    journal = host.check_output(f"journalctl -t bluemind-ha --since @{int(restored)} --no-pager -o cat")
+    assert "release-retry: the release that the deactivation of" in journal, journal
+    report = controller(active)
+    assert not report["release_pending"] and report["role"] == "passive", report
+    failed_units = host.check_output("systemctl list-units --all --state=failed --plain --no-legend")
+    assert not [u for u in failed_units.splitlines() if u.split()[0].startswith(("postgresql", "bm-", "postfix"))], \
+        failed_units
+    labtopo.wait_for(lambda: pairstate.ready_to_take_over(active), 120, f"{active} to be ready to take over again")
     assert pairstate.assert_pair_invariants() == peer
 
 

@@ -29,8 +29,14 @@ usage: bluemind-ha [--config FILE] COMMAND [ARGS]
                               node's check passes whatever BlueMind answers, a
                               passive node's check fails so it cannot take over
   resume                      end a suspension
+  retry                       finish a SAN release that a deactivation could not
+                              do (the LUN had no usable path yet): run by the
+                              bluemind-ha-retry timer while /run/bluemind-ha/
+                              release-pending exists; nothing while the node is,
+                              or is becoming, active, or while a transition runs
 
-Drains and suspensions live in /run/bluemind-ha: a reboot ends them.
+Drains and suspensions live in /run/bluemind-ha: a reboot ends them. So does a
+pending release: at boot the storage's own unit registers the node again.
 
 activate and deactivate are idempotent and serialised by a lock; every step is
 bounded, and logged to the journal (identifier bluemind-ha) with its duration.
@@ -63,7 +69,12 @@ HEALTH_DIR = "/run/bluemind-ha/health"
 HISTORY = "/var/lib/bluemind-ha/transitions.jsonl"
 OK, FAILED, USAGE, BUSY, STORAGE = 0, 1, 2, 3, 4
 READY_STATES = ("CORE_STATE_RUNNING",)
-COMMANDS = ("activate", "deactivate", "health", "notify", "status", "drain", "undrain", "suspend", "resume")
+COMMANDS = ("activate", "deactivate", "health", "notify", "status", "drain", "undrain", "suspend", "resume",
+            "retry")
+# Written when a deactivation's release fails; the retry timer runs while it exists.
+PENDING = "release-pending"
+# bluemind-ha-san: the LUN's map is missing or has no usable path.
+SAN_NO_DEVICE = 3
 
 
 class HaError(Exception):
@@ -74,6 +85,10 @@ class HaError(Exception):
 
 class Interrupted(Exception):
     """SIGTERM: systemd stops this transition (the opposite one was asked for)."""
+
+
+class NotYet(Exception):
+    """A pending release cannot succeed yet (the SAN map has no usable path): not a failure."""
 
 
 def log(message, priority=syslog.LOG_NOTICE):
@@ -373,15 +388,18 @@ class Transition:
         self.started = time.time()
         self.lock = None
 
-    def acquire(self):
+    def acquire(self, wait=True):
+        """The controller's lock; without wait, False at once when a transition holds it."""
         os.makedirs(RUN, mode=0o755, exist_ok=True)
         self.lock = open(os.path.join(RUN, "controller.lock"), "a+", encoding="utf-8")  # pylint: disable=consider-using-with
         deadline = time.monotonic() + self.conf["lock_timeout"]
         while True:
             try:
                 fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
+                return True
             except BlockingIOError as exc:
+                if not wait:
+                    return False
                 if time.monotonic() > deadline:
                     raise HaError(BUSY, f"another transition holds {RUN}/controller.lock "
                                         f"for more than {self.conf['lock_timeout']} s") from exc
@@ -555,7 +573,23 @@ def stop_units(conf):
         if line.split():
             run(["systemctl", "stop", line.split()[0]], conf["stop_timeout"], check=False)
             changed = True
-    return changed
+    return reset_failed(conf, "deactivate") or changed
+
+
+def reset_failed(conf, transition):
+    """Clear the failed state of BlueMind's units on a node that gives them up: a
+    unit that died with its storage (PostgreSQL when the LUN lost its paths) would
+    otherwise leave a passive node reported as broken. The journal keeps why it failed."""
+    units = conf["units_before"] + [conf["target"]] + conf["units_after"] + ["bm-*"]
+    listed = run(["systemctl", "list-units", "--all", "--state=failed", "--plain", "--no-legend", "--", *units],
+                 conf["step_timeout"], check=False).stdout.split("\n")
+    failed = [line.split()[0] for line in listed if line.split()]
+    if not failed:
+        return False
+    run(["systemctl", "reset-failed", "--", *failed], conf["step_timeout"], check=False)
+    log(f"{transition}: reset the failed state of {', '.join(failed)} (see each unit's journal for why it failed)",
+        syslog.LOG_WARNING)
+    return True
 
 
 def unmount_one(conf, path):
@@ -603,6 +637,9 @@ def activate(conf, reason):
         write_marker("activating", {"node": conf["node"], "since": time.time(), "timeout": conf["start_timeout"]
                                     + conf["claim_timeout"]})
         transition.step("claim", claim, conf)
+        # The storage is this node's now: a release left over from an earlier
+        # deactivation is moot.
+        remove_marker(PENDING)
         transition.step("mount", mount_storage, conf)
         transition.step("expose", expose, conf)
         transition.step("mark", mark_active, conf)
@@ -628,12 +665,68 @@ def deactivate(conf, reason):
         transition.step("unmark", lambda: read_marker("active") is not None and (remove_marker("active") or True))
         transition.step("stop", stop_units, conf)
         transition.step("unmount", unexpose_and_unmount, conf)
-        transition.step("release", release, conf)
+        try:
+            transition.step("release", release, conf)
+        except HaError:
+            # SAN: nothing is mounted or running here any more, only the LUN's
+            # release (and the registration of a preempted key) is missing,
+            # because no path is usable yet: the retry timer finishes it once one
+            # is, whatever VRRP does meanwhile. A DRBD demote that fails on an
+            # unmounted device is no transient state: it waits for an operator.
+            if conf["storage"] == "san":
+                write_marker(PENDING, {"since": time.time(), "reason": reason})
+                log("deactivate: the release is left to the retry timer (bluemind-ha-retry.timer)",
+                    syslog.LOG_WARNING)
+            raise
+        remove_marker(PENDING)
     except (HaError, Interrupted) as exc:
         transition.finish("failed" if isinstance(exc, HaError) else "interrupted", exc)
         return exc.code if isinstance(exc, HaError) else FAILED
     transition.finish("ok")
     return OK
+
+
+def retry(conf):
+    """The release a deactivation left pending, once it can succeed: not while a
+    transition runs (it settles the storage itself), nor on a node that is, or is
+    becoming, active (its activation claims the storage and clears the marker).
+    SAN: only once a path of the map runs again (sysfs, no command); a release
+    that still finds no usable path (multipathd has not reinstated one yet) stays
+    pending, quietly, until the next run."""
+    pending = read_marker(PENDING)
+    if pending is None:
+        return OK
+    transition = Transition(conf, "release-retry", f"release pending since {fmt_time(pending.get('since'))}")
+    if not transition.acquire(wait=False):
+        return OK
+    if read_marker("active") or read_marker("activating") or vrrp_state() == "MASTER":
+        return OK
+    if conf["storage"] == "san" and running_paths(conf) == 0:
+        return OK
+
+    def release_now():
+        proc = run(storage_command(conf, "release"), conf["step_timeout"], check=False)
+        if conf["storage"] == "san" and proc.returncode == SAN_NO_DEVICE:
+            raise NotYet()
+        return storage_changed(conf, "release", proc)
+
+    try:
+        transition.step("release", release_now)
+        transition.step("reset", reset_failed, conf, "release-retry")
+    except NotYet:
+        return OK
+    except HaError as exc:
+        transition.finish("failed", exc)
+        return exc.code
+    remove_marker(PENDING)
+    log(f"release-retry: the release that the deactivation of {fmt_time(pending.get('since'))} "
+        f"({pending.get('reason')}) could not do is done")
+    transition.finish("ok")
+    return OK
+
+
+def fmt_time(epoch):
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(epoch)) if epoch else "an unknown time"
 
 
 # ---------------------------------------------------------------- health, notify, status
@@ -796,6 +889,7 @@ def status(conf):
         "role": "active" if active else ("activating" if read_marker("activating") else "passive"),
         "vrrp": vrrp_state(), "drained": os.path.exists(os.path.join(RUN, "drain")),
         "suspended": os.path.exists(os.path.join(RUN, "suspend")),
+        "release_pending": read_marker(PENDING),
         "storage": dict(storage_state(conf), method=conf["storage"]),
         "mounted": is_mountpoint(conf["mountpoint"], table),
         "exposed": [t for t in our_mounts(conf, table) if t in conf["paths"]],
@@ -823,7 +917,9 @@ def human(report):
     lines = [f"{report['node']}: {report['role']} (VRRP {report['vrrp']}), health "
              f"{'ok' if report['health']['ok'] else 'FAILING'}: {report['health']['why']}"
              + (", drained" if report["drained"] else "")
-             + (", automatic failover suspended" if report.get("suspended") else ""),
+             + (", automatic failover suspended" if report.get("suspended") else "")
+             + (", storage release pending (retried by bluemind-ha-retry.timer)" if report.get("release_pending")
+                else ""),
              f"storage ({report['storage'].get('method')}): "
              + ", ".join(f"{k} {v}" for k, v in report["storage"].items() if k in (
                  "role", "disk", "peer_role", "peer_disk", "connection", "holder", "paths", "error")),
@@ -895,6 +991,8 @@ def main(argv):
             return notify(conf, args[0])
         if command in ("drain", "suspend"):
             return set_flag(command, reason)
+        if command == "retry":
+            return retry(conf)
         if command in ("undrain", "resume"):
             return clear_flag({"undrain": "drain", "resume": "suspend"}[command])
         report = status(conf)

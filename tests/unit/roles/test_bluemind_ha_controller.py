@@ -26,6 +26,7 @@ class FakeNode:
         self.failed_units = set()
         self.installed_units = set(UNITS) | {"bm-core.service"}
         self.claim_rc = 0
+        self.release_rc = 0
         self.busy = set()
         self.unmounted_by_other = set()
         self.state = "CORE_STATE_RUNNING"
@@ -51,14 +52,22 @@ class FakeNode:
             self.active_units.add(argv[2])
         elif argv[0] == "systemctl" and argv[1] == "stop":
             self.active_units.discard(argv[2])
+        elif argv[0] == "systemctl" and argv[1] == "list-units" and "--state=failed" in argv:
+            out = "".join(f"{u} loaded failed failed x\n" for u in sorted(self.failed_units))
         elif argv[0] == "systemctl" and argv[1] == "list-units":
             out = "".join(f"{u} loaded active running x\n" for u in sorted(self.active_units) if u.startswith("bm-"))
+        elif argv[0] == "systemctl" and argv[1] == "reset-failed":
+            self.failed_units -= set(argv[argv.index("--") + 1:])
         elif argv[0].startswith("bluemind-ha-") and argv[1] in ("promote", "claim"):
             rc = self.claim_rc
             out = json.dumps({"changed": True}) if rc == 0 else ""
             err = "" if rc == 0 else "refusing to promote: the local disk is Outdated"
         elif argv[0].startswith("bluemind-ha-") and argv[1] in ("demote", "release"):
-            out = json.dumps({"changed": True})
+            rc = self.release_rc
+            out = json.dumps({"changed": True}) if rc == 0 else ""
+            err = "" if rc == 0 else "/dev/mapper/bluemind has no usable path"
+            if rc:
+                return subprocess.CompletedProcess(argv, rc, out, err)
         elif argv[0].startswith("bluemind-ha-") and argv[1] == "status":
             out = json.dumps({"role": "Primary", "disk": "UpToDate"})
         if check and rc != 0:
@@ -542,3 +551,96 @@ def test_a_drbd_node_does_not_look_for_san_paths(node, monkeypatch):
     make_active(module, fake)
     monkeypatch.setattr(module, "running_paths", lambda conf: pytest.fail("a DRBD node counted SAN paths"))
     assert module.health(fake.conf)[0] == module.OK
+
+
+def as_san(module, fake, tmp_path, monkeypatch, paths=2):
+    fake.conf = module.load(write_conf(tmp_path, storage="san", device="/dev/mapper/bluemind"))
+    monkeypatch.setattr(module, "running_paths", lambda conf: paths)
+    return fake.conf
+
+
+def releases(fake):
+    return [c for c in fake.commands if c[:1] == ["bluemind-ha-san"] and c[1] == "release"]
+
+
+def test_a_release_without_a_path_is_left_pending_and_retried_once_a_path_is_usable(node, tmp_path, monkeypatch):
+    """Issue 33's order: keepalived leaves FAULT for BACKUP as soon as a SCSI path
+    runs, the BACKUP deactivation's release finds no path multipathd reinstated.
+    The timer's retries stay quiet while the release cannot succeed, then finish it."""
+    module, fake = node
+    conf = as_san(module, fake, tmp_path, monkeypatch)
+    pending = fake.tmp / "run" / "release-pending"
+    fake.release_rc = 3
+    assert module.deactivate(conf, "vrrp-not-master") == module.STORAGE
+    assert json.loads(pending.read_text())["reason"] == "vrrp-not-master"
+    assert module.status(conf)["release_pending"]["reason"] == "vrrp-not-master"
+    history = (fake.tmp / "lib" / "transitions.jsonl").read_text().splitlines()
+    assert json.loads(history[-1])["outcome"] == "failed"
+    # multipathd has not reinstated a path yet: retried, not recorded, still pending.
+    fake.commands.clear()
+    assert module.retry(conf) == module.OK
+    assert len(releases(fake)) == 1 and pending.exists()
+    assert (fake.tmp / "lib" / "transitions.jsonl").read_text().splitlines() == history
+    # A path is usable: the release (which registers the key again) is done and recorded.
+    fake.release_rc = 0
+    fake.failed_units = {"postgresql.service"}
+    assert module.retry(conf) == module.OK
+    assert not pending.exists() and fake.failed_units == set()
+    entry = json.loads((fake.tmp / "lib" / "transitions.jsonl").read_text().splitlines()[-1])
+    assert (entry["transition"], entry["outcome"]) == ("release-retry", "ok")
+    assert [s["step"] for s in entry["steps"]] == ["release", "reset"]
+    # Nothing pending any more: nothing is run.
+    fake.commands.clear()
+    assert module.retry(conf) == module.OK and fake.commands == []
+
+
+def test_a_pending_release_waits_for_a_running_path_without_running_anything(node, tmp_path, monkeypatch):
+    module, fake = node
+    conf = as_san(module, fake, tmp_path, monkeypatch, paths=0)
+    module.write_marker(module.PENDING, {"since": 1.0, "reason": "vrrp-not-master"})
+    assert module.retry(conf) == module.OK
+    assert fake.commands == [] and (fake.tmp / "run" / "release-pending").exists()
+
+
+@pytest.mark.parametrize("state", ["active", "activating", "MASTER", "locked"])
+def test_a_pending_release_is_not_retried_on_a_node_that_is_or_becomes_active(node, tmp_path, monkeypatch, state):
+    module, fake = node
+    conf = as_san(module, fake, tmp_path, monkeypatch)
+    module.write_marker(module.PENDING, {"since": 1.0, "reason": "vrrp-not-master"})
+    if state in ("active", "activating"):
+        module.write_marker(state, {"node": "node1", "since": 1.0, "timeout": 600})
+    elif state == "MASTER":
+        (fake.tmp / "run" / "vrrp-state").write_text("MASTER 1\n")
+    holder = module.Transition(conf, "activate", "test")
+    if state == "locked":
+        assert holder.acquire() is True
+    assert module.retry(conf) == module.OK
+    assert releases(fake) == [] and (fake.tmp / "run" / "release-pending").exists()
+
+
+def test_an_activation_clears_a_pending_release_once_it_claimed(node, tmp_path, monkeypatch):
+    module, fake = node
+    conf = as_san(module, fake, tmp_path, monkeypatch)
+    module.write_marker(module.PENDING, {"since": 1.0, "reason": "vrrp-not-master"})
+    assert module.activate(conf, "vrrp-master") == module.OK
+    assert not (fake.tmp / "run" / "release-pending").exists()
+    module.deactivate(conf, "vrrp-not-master")
+    assert not (fake.tmp / "run" / "release-pending").exists()
+
+
+def test_deactivate_resets_units_that_failed_with_their_storage(node):
+    module, fake = node
+    module.activate(fake.conf, "test")
+    fake.active_units.discard("postgresql.service")
+    fake.failed_units = {"postgresql.service"}
+    assert module.deactivate(fake.conf, "test") == module.OK
+    assert fake.failed_units == set()
+    assert ["systemctl", "reset-failed", "--", "postgresql.service"] in fake.commands
+
+
+def test_a_drbd_demote_that_fails_is_not_left_to_the_retry_timer(node):
+    module, fake = node
+    module.activate(fake.conf, "test")
+    fake.release_rc = 1
+    assert module.deactivate(fake.conf, "test") == module.STORAGE
+    assert not (fake.tmp / "run" / "release-pending").exists()

@@ -14,6 +14,7 @@ def report(node, peer, role, storage="drbd"):
     store = ({"method": "drbd", "connection": "Connected", "role": "Primary" if active else "Secondary",
               "disk": "UpToDate", "peer_disk": "UpToDate"} if storage == "drbd"
              else {"method": "san", "holder": node if active else peer, "registered": [node, peer],
+                   "present": True, "registered_here": True,
                    "paths": [{"dm_state": "active", "checker": "ready"}] * 2, "active_paths": 2})
     return {"node": node, "peer": peer, "role": role, "vrrp": "MASTER" if active else "BACKUP", "drained": False,
             "storage": store, "mounted": active, "exposed": [],
@@ -77,11 +78,31 @@ def test_each_degradation_gives_its_code(name):
     assert all(p["message"] for p in problems)
 
 
-def test_a_san_peer_without_its_key_is_degraded():
-    reports = degrade(lambda r: r["node1"]["peer_view"].update(reachable=False), "san")
+def test_a_san_passive_node_without_its_key_is_degraded_with_the_fix():
+    # What the passive node reports of itself after the peer's takeover preempted
+    # its key; the active node sees the same key missing (peer_view): one problem.
+    reports = degrade(lambda r: (r["node2"]["storage"].update(registered_here=False, registered=["node1"]),
+                                 r["node1"]["peer_view"].update(reachable=False),
+                                 r["node1"]["storage"].update(registered=["node1"])), "san")
     problems = ha_pair_status.judge(reports)[0]
-    assert [(p["code"], p["host"]) for p in problems] == [("reservation", "node1")]
-    assert "node2" in problems[0]["message"]
+    assert [(p["code"], p["host"]) for p in problems] == [("reservation", "node2")]
+    assert "registers again by itself" in problems[0]["message"]
+    assert "bluemind-ha-san register" in problems[0]["message"]
+
+
+def test_a_san_peer_without_a_report_and_without_its_key_is_named_by_the_active_node():
+    reports = degrade(lambda r: (r.update(node2=None), r["node1"]["peer_view"].update(reachable=False)), "san")
+    problems = ha_pair_status.judge(reports)[0]
+    assert sorted((p["code"], p["host"]) for p in problems) == [("no_report", "node2"), ("reservation", "node1")]
+
+
+@pytest.mark.parametrize("storage", ["drbd", "san"])
+def test_a_pending_release_is_degraded(storage):
+    reports = degrade(lambda r: r["node2"].update(release_pending={"since": 1.0, "reason": "vrrp-not-master"}),
+                      storage)
+    problems = ha_pair_status.judge(reports)[0]
+    assert [(p["code"], p["host"]) for p in problems] == [("release_pending", "node2")]
+    assert "bluemind-ha-retry.timer" in problems[0]["message"]
 
 
 @pytest.mark.parametrize("active_paths,listed", [(1, 2), (0, 0)], ids=["one path lost", "no path"])
