@@ -580,7 +580,9 @@ def reset_failed(conf, transition):
     """Clear the failed state of BlueMind's units on a node that gives them up: a
     unit that died with its storage (PostgreSQL when the LUN lost its paths) would
     otherwise leave a passive node reported as broken. The journal keeps why it failed."""
-    units = conf["units_before"] + [conf["target"]] + conf["units_after"] + ["bm-*"]
+    named = conf["units_before"] + [conf["target"]] + conf["units_after"]
+    # With their templated instances (postgresql@15-main.service, postfix@-.service).
+    units = named + [f"{u.rsplit('.', 1)[0]}@*.{u.rsplit('.', 1)[-1]}" for u in named if "." in u] + ["bm-*"]
     listed = run(["systemctl", "list-units", "--all", "--state=failed", "--plain", "--no-legend", "--", *units],
                  conf["step_timeout"], check=False).stdout.split("\n")
     failed = [line.split()[0] for line in listed if line.split()]
