@@ -576,13 +576,14 @@ def stop_units(conf):
     return reset_failed(conf, "deactivate") or changed
 
 
-def reset_failed(conf, transition):
+def reset_failed(conf, transition, extra=()):
     """Clear the failed state of BlueMind's units on a node that gives them up: a
     unit that died with its storage (PostgreSQL when the LUN lost its paths) would
     otherwise leave a passive node reported as broken. The journal keeps why it failed."""
     named = conf["units_before"] + [conf["target"]] + conf["units_after"]
     # With their templated instances (postgresql@15-main.service, postfix@-.service).
     units = named + [f"{u.rsplit('.', 1)[0]}@*.{u.rsplit('.', 1)[-1]}" for u in named if "." in u] + ["bm-*"]
+    units += list(extra)
     listed = run(["systemctl", "list-units", "--all", "--state=failed", "--plain", "--no-legend", "--", *units],
                  conf["step_timeout"], check=False).stdout.split("\n")
     failed = [line.split()[0] for line in listed if line.split()]
@@ -714,7 +715,8 @@ def retry(conf):
 
     try:
         transition.step("release", release_now)
-        transition.step("reset", reset_failed, conf, "release-retry")
+        # The deactivation unit whose release failed, with the units.
+        transition.step("reset", reset_failed, conf, "release-retry", ["bluemind-ha-deactivate.service"])
     except NotYet:
         return OK
     except HaError as exc:

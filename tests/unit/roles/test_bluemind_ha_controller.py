@@ -586,6 +586,8 @@ def test_a_release_without_a_path_is_left_pending_and_retried_once_a_path_is_usa
     fake.failed_units = {"postgresql.service"}
     assert module.retry(conf) == module.OK
     assert not pending.exists() and fake.failed_units == set()
+    reset = next(c for c in fake.commands if c[:2] == ["systemctl", "list-units"])
+    assert "bluemind-ha-deactivate.service" in reset and "postgresql@*.service" in reset, reset
     entry = json.loads((fake.tmp / "lib" / "transitions.jsonl").read_text().splitlines()[-1])
     assert (entry["transition"], entry["outcome"]) == ("release-retry", "ok")
     assert [s["step"] for s in entry["steps"]] == ["release", "reset"]
