@@ -1,7 +1,9 @@
 """The node library the four programs share: bounded commands, the journal and
 standard error, configurations that must be complete, markers that are never
-half-written, mountinfo, signatures, /proc/drbd, and the command line."""
+half-written, mountinfo, signatures, /proc/drbd, and the command line; and each
+role's configuration template renders every key its program requires."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 SOURCE = ROOT / "roles" / "node" / "files" / "bluemind_ha_node.py"
+PROGRAMS = {
+    "controller": ("bluemind_ha.py", "controller.json.j2"),
+    "san": ("bluemind_ha_san.py", "san.json.j2"),
+    "drbd": ("bluemind_ha_drbd.py", "drbd.json.j2"),
+    "fencing": ("bluemind_ha_fence.py", "fence.json.j2"),
+}
 # A DRBD 8.4 node during a resync (drbd-utils 9.22 on Debian 12, kernel module 8.4.11).
 PROC_DRBD = """version: 8.4.11 (api:1/proto:86-101)
 srcversion: 211FB288A383ED945B83420
@@ -169,3 +177,20 @@ def test_the_library_imports_nothing_heavy():
     loaded = subprocess.run([sys.executable, "-S", "-c", code], cwd=SOURCE.parent, capture_output=True, text=True,
                             check=True).stdout.split()
     assert not [m for m in loaded if m.split(".")[0] in ("urllib", "smtplib", "email", "http", "ssl")], loaded
+
+
+@pytest.mark.parametrize("role", sorted(PROGRAMS))
+def test_each_template_renders_every_key_its_program_requires(role, load_program):
+    program, template = PROGRAMS[role]
+    module = load_program(ROOT / "roles" / role / "files" / program)
+    rendered = set(re.findall(r'^\s*"(\w+)":', (ROOT / "roles" / role / "templates" / template).read_text(), re.M))
+    assert not set(module.REQUIRED) - rendered
+
+
+@pytest.mark.parametrize("role", sorted(PROGRAMS))
+def test_each_program_keeps_its_own_error_class_and_exit_codes(role, load_program):
+    program, _template = PROGRAMS[role]
+    module = load_program(ROOT / "roles" / role / "files" / program)
+    error = next(getattr(module, n) for n in ("HaError", "SanError", "DrbdError", "FenceError") if hasattr(module, n))
+    assert issubclass(error, module.nodelib.NodeError) and error is not module.nodelib.NodeError
+    assert (module.OK, module.FAILED, module.USAGE) == (0, 1, 2)
