@@ -59,6 +59,8 @@ import syslog
 import time
 import urllib.parse
 
+import bluemind_ha_node as nodelib
+
 # smtplib, email and urllib.request are imported where an alert is sent: the
 # health check (keepalived runs it every few seconds) stays light.
 
@@ -77,10 +79,8 @@ PENDING = "release-pending"
 SAN_NO_DEVICE = 3
 
 
-class HaError(Exception):
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
+class HaError(nodelib.NodeError):
+    """A failure of the controller, with its exit code."""
 
 
 class Interrupted(Exception):
@@ -91,67 +91,27 @@ class NotYet(Exception):
     """A pending release cannot succeed yet (the SAN map has no usable path): not a failure."""
 
 
-def log(message, priority=syslog.LOG_NOTICE):
-    """To the journal (identifier bluemind-ha), and to an operator's terminal. Not
-    to stderr when systemd already sends stderr to the journal (JOURNAL_STREAM):
-    each record would be there twice."""
-    syslog.syslog(priority, message)
-    if "JOURNAL_STREAM" in os.environ:
-        return
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        sys.stderr.write(message + "\n")
+# To the journal (identifier bluemind-ha) and to an operator's terminal.
+log = nodelib.log
 
 
 def run(argv, timeout, check=True):
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise HaError(FAILED, f"{' '.join(argv)} did not finish within {timeout} s") from exc
-    except OSError as exc:
-        raise HaError(FAILED, f"cannot run {argv[0]}: {exc}") from exc
-    if check and proc.returncode != 0:
-        raise HaError(FAILED, f"{' '.join(argv)} failed (exit {proc.returncode}): "
-                              f"{(proc.stderr or proc.stdout).strip()[-400:]}")
-    return proc
+    return nodelib.run(argv, timeout, check, error=HaError)
 
 
 # ---------------------------------------------------------------- configuration
 
-DEFAULTS = {
-    "mountpoint": "/srv/bluemind-ha",
-    "fstype": "ext4",
-    "mount_options": "noatime",
-    "paths": [],
-    "units_before": ["postgresql.service"],
-    "target": "bluemind.target",
-    "units_after": ["bm-nginx.service", "postfix.service"],
-    "state_url": "http://127.0.0.1:8090/api/system/installation/state",
-    "checks": [],
-    "claim_timeout": 300,
-    "step_timeout": 120,
-    "start_timeout": 900,
-    "stop_timeout": 300,
-    "lock_timeout": 900,
-    "unmount_attempts": 3,
-    "reboot_if_stuck": True,
-    "alert_file": "/etc/bluemind-ha/alert.json",
-    "history_size": 200,
-}
+# Every key is rendered by the role from its defaults: a missing one is an error.
+REQUIRED = ("node", "peer", "storage", "device", "mountpoint", "fstype", "mount_options", "paths", "units_before",
+            "target", "units_after", "state_url", "checks", "storage_grace", "claim_timeout", "step_timeout",
+            "start_timeout", "stop_timeout", "lock_timeout", "unmount_attempts", "reboot_if_stuck", "alert_file",
+            "history_size")
 
 
 def load(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            conf = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise HaError(USAGE, f"cannot read {path}: {exc}") from exc
-    missing = [k for k in ("node", "peer", "storage", "device") if k not in conf]
-    if missing:
-        raise HaError(USAGE, f"{path} lacks {', '.join(missing)}")
+    conf = nodelib.load(path, REQUIRED, HaError)
     if conf["storage"] not in ("drbd", "san"):
         raise HaError(USAGE, f"{path}: storage must be drbd or san, not {conf['storage']}")
-    for key, value in DEFAULTS.items():
-        conf.setdefault(key, value)
     return conf
 
 
@@ -171,19 +131,9 @@ def data_path(conf, path):
 
 # ---------------------------------------------------------------- mounts
 
-def mounts(mountinfo="/proc/self/mountinfo"):
+def mounts(mountinfo=nodelib.MOUNTINFO):
     """Mount points of this namespace, in mount order: [(target, root, source)]."""
-    found = []
-    with open(mountinfo, encoding="utf-8") as handle:
-        for line in handle:
-            fields = line.split()
-            sep = fields.index("-")
-            found.append((unescape(fields[4]), unescape(fields[3]), fields[sep + 2]))
-    return found
-
-
-def unescape(text):
-    return text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    return [(m["target"], m["root"], m["source"]) for m in nodelib.read_mountinfo(mountinfo)]
 
 
 def is_mountpoint(path, table):
@@ -200,27 +150,17 @@ def our_mounts(conf, table):
 
 # ---------------------------------------------------------------- state files
 
+# RUN is read at each call: the tests point it elsewhere.
 def write_marker(name, content):
-    os.makedirs(RUN, mode=0o755, exist_ok=True)
-    os.chmod(RUN, 0o755)
-    tmp = os.path.join(RUN, f".{name}.new")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(content, handle)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, os.path.join(RUN, name))
+    nodelib.write_marker(RUN, name, content)
 
 
 def read_marker(name):
-    try:
-        with open(os.path.join(RUN, name), encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
+    return nodelib.read_marker(RUN, name)
 
 
 def remove_marker(name):
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(RUN, name))
+    nodelib.remove_marker(RUN, name)
 
 
 def vrrp_state():
@@ -803,18 +743,8 @@ def pathless_for(paths):
 
 
 def read_proc_drbd_disk(conf):
-    minor = conf["device"].replace("/dev/drbd", "")
-    try:
-        with open("/proc/drbd", encoding="utf-8") as handle:
-            for line in handle:
-                fields = line.split()
-                if fields and fields[0] == f"{minor}:":
-                    for field in fields:
-                        if field.startswith("ds:"):
-                            return field[3:].split("/")[0]
-    except OSError:
-        pass
-    return "unknown"
+    state = nodelib.read_proc_drbd(conf["device"].replace("/dev/drbd", ""))
+    return (state or {}).get("disk", "unknown")
 
 
 def health(conf):
@@ -846,7 +776,7 @@ def health(conf):
                 # SAN outage passes unnoticed), then fails it; from then on the
                 # peer, if it still sees the LUN, must take over.
                 seconds = pathless_for(running_paths(conf))
-                grace = conf.get("storage_grace", 30)
+                grace = conf["storage_grace"]
                 if seconds == float("inf"):
                     return FAILED, f"active, no working path to the LUN (no {HEALTH_DIR} to time the grace in)"
                 if seconds >= grace:
@@ -964,18 +894,10 @@ def interrupt(_signum, _frame):
 
 
 def main(argv):
-    syslog.openlog("bluemind-ha", syslog.LOG_PID, syslog.LOG_DAEMON)
-    args = list(argv)
-    if "--help" in args or "-h" in args:
-        print(__doc__)
-        return OK
-    path = CONFIG
-    if len(args) >= 2 and args[0] == "--config":
-        path, args = args[1], args[2:]
-    if not args or args[0] not in COMMANDS:
-        sys.stderr.write(f"usage: bluemind-ha [--config FILE] {'|'.join(COMMANDS)} (--help for more)\n")
-        return USAGE
-    command = args.pop(0)
+    parsed = nodelib.start(argv, "bluemind-ha", __doc__, COMMANDS, CONFIG)
+    if isinstance(parsed, int):
+        return parsed
+    path, command, args = parsed
     reason = args[args.index("--reason") + 1] if "--reason" in args[:-1] else "manual"
     try:
         conf = load(path)

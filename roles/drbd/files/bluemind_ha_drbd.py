@@ -57,10 +57,11 @@ import re
 import secrets
 import socket
 import socketserver
-import subprocess
 import sys
 import syslog
 import time
+
+import bluemind_ha_node as nodelib
 
 CONFIG = "/etc/bluemind-ha/drbd.json"
 OK, FAILED, USAGE, NOT_UPTODATE, PEER_PRIMARY, BUSY = 0, 1, 2, 3, 4, 6
@@ -71,64 +72,27 @@ CONNECTED = ("Connected", "SyncSource", "SyncTarget", "PausedSyncS", "PausedSync
 COMMANDS = ("promote", "demote", "down", "status", "fence-peer", "split-brain", "probe", "outdate-server")
 
 
-class DrbdError(Exception):
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
+class DrbdError(nodelib.NodeError):
+    """A failure of bluemind-ha-drbd, with its exit code."""
 
 
-def log(message, priority=syslog.LOG_NOTICE):
-    syslog.syslog(priority, message)
-    sys.stderr.write(message + "\n")
+# To the journal (identifier bluemind-ha-drbd) and to the caller's stderr.
+log = nodelib.log
 
 
 def run(argv, check=True, timeout=120):
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise DrbdError(FAILED, f"{' '.join(argv[:3])} did not finish within {timeout} s") from exc
-    except OSError as exc:
-        raise DrbdError(FAILED, f"cannot run {argv[0]}: {exc}") from exc
-    if check and proc.returncode != 0:
-        raise DrbdError(FAILED, f"{' '.join(argv[:4])} failed (exit {proc.returncode}): "
-                                f"{(proc.stderr or proc.stdout).strip()[-300:]}")
-    return proc
+    return nodelib.run(argv, timeout, check, error=DrbdError, words=4, tail=300)
 
 
 # ---------------------------------------------------------------- state
 
-def parse_proc_drbd(text, minor):
-    """State of one minor from /proc/drbd (DRBD 8.4)."""
-    state = {}
-    lines = text.splitlines()
-    for index, line in enumerate(lines):
-        match = re.match(rf"\s*{minor}: cs:(\S+) ro:(\S+)/(\S+) ds:(\S+)/(\S+)", line)
-        if not match:
-            continue
-        flags = line.split()[-1] if len(line.split()) > 5 else ""
-        state = {"connection": match.group(1), "role": match.group(2), "peer_role": match.group(3),
-                 "disk": match.group(4), "peer_disk": match.group(5), "io_suspended": flags[:1] == "s"}
-        for follow in lines[index + 1:index + 5]:
-            progress = re.search(r"sync'ed:\s*([\d.]+)%", follow)
-            if progress:
-                state["sync_percent"] = float(progress.group(1))
-            speed = re.search(r"speed:\s*([\d,]+)\s*\(", follow)
-            if speed:
-                state["sync_kib_per_s"] = int(speed.group(1).replace(",", ""))
-            eta = re.search(r"finish:\s*(\d+):(\d+):(\d+)", follow)
-            if eta:
-                state["sync_eta_s"] = int(eta.group(1)) * 3600 + int(eta.group(2)) * 60 + int(eta.group(3))
-        break
-    return state
+parse_proc_drbd = nodelib.parse_proc_drbd
 
 
 def resource_state(conf):
-    try:
-        with open("/proc/drbd", encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError:
+    state = nodelib.read_proc_drbd(conf["minor"])
+    if state is None:
         return {"loaded": False}
-    state = parse_proc_drbd(text, conf["minor"])
     state["loaded"] = True
     state["up"] = bool(state.get("connection")) and state.get("connection") != "Unconfigured"
     return state
@@ -139,9 +103,7 @@ def device_open(conf):
     path = f"/sys/block/drbd{conf['minor']}/holders"
     mounted = False
     try:
-        rdev = os.stat(conf["device"]).st_rdev
-        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-            mounted = any(line.split()[2] == f"{os.major(rdev)}:{os.minor(rdev)}" for line in handle)
+        mounted = nodelib.device_mounted(conf["device"])
     except OSError:
         pass
     return mounted or (os.path.isdir(path) and bool(os.listdir(path)))
@@ -384,18 +346,9 @@ def split_brain(conf):
 # ---------------------------------------------------------------- role support
 
 def signatures(device):
-    found = []
-    wipefs = run(["wipefs", "--json", device], check=False)
-    if wipefs.returncode == 0 and wipefs.stdout.strip():
-        for sig in json.loads(wipefs.stdout).get("signatures", []):
-            found.append({"type": sig.get("type"), "label": sig.get("label")})
-    probe = run(["blkid", "-p", "-o", "export", device], check=False)
-    if probe.returncode == 0:
-        values = dict(line.split("=", 1) for line in probe.stdout.splitlines() if "=" in line)
-        kind = values.get("TYPE") or values.get("PTTYPE")
-        if kind and not any(s["type"] == kind for s in found):
-            found.append({"type": kind, "label": values.get("LABEL")})
-    return found
+    # probe's output has always named type and label only.
+    return [{"type": sig["type"], "label": sig["label"]}
+            for sig in nodelib.signatures(device, lambda argv: run(argv, check=False))]
 
 
 def attached_disk(resource):
@@ -423,29 +376,15 @@ def probe_args(args):
     return values["--resource"], int(values["--minor"]), values["--disk"]
 
 
+# Every key is rendered by the role from its defaults: a missing one is an error.
+REQUIRED = ("node", "peer", "resource", "minor", "device", "disk", "secret", "peer_address", "listen_address",
+            "fencing", "fence_command", "fence_timeout", "promote_timeout", "outdate_port", "outdate_timeout",
+            "outdate_attempts", "disconnect_wait", "peer_wait", "handover_wait", "handover_window", "demote_stamp",
+            "alert_command")
+
+
 def load(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            conf = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise DrbdError(USAGE, f"cannot read {path}: {exc}") from exc
-    missing = [k for k in ("node", "peer", "resource", "minor", "device", "disk", "secret", "peer_address",
-                           "listen_address") if k not in conf]
-    if missing:
-        raise DrbdError(USAGE, f"{path} lacks {', '.join(missing)}")
-    conf.setdefault("fencing", "stonith")
-    conf.setdefault("fence_command", "/usr/local/sbin/bluemind-ha-fence")
-    conf.setdefault("fence_timeout", 150)
-    conf.setdefault("promote_timeout", 180)
-    conf.setdefault("outdate_port", 7790)
-    conf.setdefault("outdate_timeout", 3)
-    conf.setdefault("outdate_attempts", 2)
-    conf.setdefault("disconnect_wait", 20)
-    conf.setdefault("peer_wait", 20)
-    conf.setdefault("handover_wait", 30)
-    conf.setdefault("handover_window", 120)
-    conf.setdefault("demote_stamp", "/run/bluemind-ha-drbd/demoted")
-    return conf
+    return nodelib.load(path, REQUIRED, DrbdError)
 
 
 def standard_streams():
@@ -467,18 +406,10 @@ def standard_streams():
 
 def main(argv):
     standard_streams()
-    syslog.openlog("bluemind-ha-drbd", syslog.LOG_PID, syslog.LOG_DAEMON)
-    args = list(argv)
-    if "--help" in args or "-h" in args:
-        print(__doc__)
-        return OK
-    path = CONFIG
-    if len(args) >= 2 and args[0] == "--config":
-        path, args = args[1], args[2:]
-    if not args or args[0] not in COMMANDS:
-        sys.stderr.write(f"usage: bluemind-ha-drbd [--config FILE] {'|'.join(COMMANDS)} (--help for more)\n")
-        return USAGE
-    command = args.pop(0)
+    parsed = nodelib.start(argv, "bluemind-ha-drbd", __doc__, COMMANDS, CONFIG)
+    if isinstance(parsed, int):
+        return parsed
+    path, command, args = parsed
     try:
         if command == "probe":  # before the role has written the configuration
             print(json.dumps(probe(*probe_args(args))))

@@ -47,6 +47,8 @@ import time
 import urllib.error
 import urllib.request
 
+import bluemind_ha_node as nodelib
+
 CONFIG = "/etc/bluemind-ha/fence.json"
 LOG = "/var/log/bluemind-ha/fence.log"
 VRRP_STATE = "/run/bluemind-ha/vrrp-state"
@@ -54,10 +56,8 @@ OK, FAILED, USAGE, UNREACHABLE, CREDENTIALS, TIMEOUT = 0, 1, 2, 3, 4, 5
 ACTIONS = ("check", "status", "off", "on", "reboot")
 
 
-class FenceError(Exception):
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
+class FenceError(nodelib.NodeError):
+    """A failure of bluemind-ha-fence, with its exit code."""
 
 
 def log(message):
@@ -168,21 +168,14 @@ def agent(conf, action):
     return proc.returncode, (proc.stdout + proc.stderr).strip()
 
 
+# Every key is rendered by the role from its defaults: a missing one is an error
+# (a program default had drifted from the role's passive delay).
+REQUIRED = ("peer", "type", "address", "port", "username", "password", "tls", "systems_uri", "timeout",
+            "connect_timeout", "passive_delay", "takeover_window")
+
+
 def load(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            conf = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise FenceError(USAGE, f"cannot read {path}: {exc}") from exc
-    missing = [k for k in ("peer", "type", "address", "port", "username", "password") if k not in conf]
-    if missing:
-        raise FenceError(USAGE, f"{path} lacks {', '.join(missing)}")
-    conf.setdefault("tls", "verify")
-    conf.setdefault("timeout", 60)
-    conf.setdefault("connect_timeout", 10)
-    conf.setdefault("passive_delay", 10)
-    conf.setdefault("takeover_window", 10)
-    return conf
+    return nodelib.load(path, REQUIRED, FenceError)
 
 
 def run(conf, action):
@@ -221,19 +214,10 @@ def run(conf, action):
 
 
 def main(argv):
-    syslog.openlog("bluemind-ha-fence", syslog.LOG_PID, syslog.LOG_DAEMON)
-    args = list(argv)
-    path = CONFIG
-    if "--help" in args or "-h" in args:
-        print(__doc__)
-        return OK
-    if len(args) >= 2 and args[0] == "--config":
-        path = args[1]
-        args = args[2:]
-    if len(args) != 1 or args[0] not in ACTIONS:
-        sys.stderr.write(f"usage: bluemind-ha-fence [--config FILE] {'|'.join(ACTIONS)} (--help for more)\n")
-        return USAGE
-    action = args[0]
+    parsed = nodelib.start(argv, "bluemind-ha-fence", __doc__, ACTIONS, CONFIG, extra=False)
+    if isinstance(parsed, int):
+        return parsed
+    path, action, _args = parsed
     try:
         conf = load(path)
         log(f"call: {action} of peer {conf['peer']} by {socket.gethostname()}")

@@ -56,11 +56,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import syslog
 import tempfile
 import time
+
+import bluemind_ha_node as nodelib
 
 CONFIG = "/etc/bluemind-ha/san.json"
 LOCK = "/run/bluemind-ha/san.lock"
@@ -71,29 +71,17 @@ CLAIM_ATTEMPTS = 3
 COMMANDS = ("claim", "release", "register", "holder", "status", "login", "map", "mkfs", "config-test")
 
 
-class SanError(Exception):
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
+class SanError(nodelib.NodeError):
+    """A failure of bluemind-ha-san, with its exit code."""
 
 
-def log(message):
-    syslog.syslog(syslog.LOG_NOTICE, message)
-    sys.stderr.write(message + "\n")
+# To the journal (identifier bluemind-ha-san) and to the caller's stderr.
+log = nodelib.log
 
 
 def run(argv, check=True, stdin=None):
-    """Run a command; its stdout. A failure raises SanError naming the command."""
-    try:
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise SanError(FAILED, f"{argv[0]} did not finish within 120 s") from exc
-    except OSError as exc:
-        raise SanError(FAILED, f"cannot run {argv[0]}: {exc}") from exc
-    if check and proc.returncode != 0:
-        raise SanError(FAILED, f"{' '.join(argv[:4])} failed (exit {proc.returncode}): "
-                               f"{(proc.stderr or proc.stdout).strip()[-300:]}")
-    return proc
+    """Run a command (120 s at most). A failure raises SanError naming the command."""
+    return nodelib.run(argv, 120, check, stdin, error=SanError, words=4, tail=300)
 
 
 def key_int(text):
@@ -154,13 +142,7 @@ def parse_settings(text):
 
 def mounted_devices(mountinfo):
     """(major, minor) of every mounted block device, from /proc/self/mountinfo."""
-    devices = set()
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if len(fields) > 2 and ":" in fields[2]:
-            major, minor = fields[2].split(":")
-            devices.add((int(major), int(minor)))
-    return devices
+    return {mount["device"] for mount in nodelib.parse_mountinfo(mountinfo)}
 
 
 # ---------------------------------------------------------------- state
@@ -342,11 +324,11 @@ def iscsi_discover(portal, port, chap):
 
 
 def do_login(conf):
-    iscsi = conf.get("iscsi") or {}
+    iscsi = conf["iscsi"] or {}
     portals = iscsi.get("portals") or []
     if not portals:
         return {"changed": False, "sessions": []}
-    port = iscsi.get("port", 3260)
+    port = iscsi["port"]
     chap = iscsi.get("chap") or {}
     changed = False
     records = parse_iscsiadm_records(run(["iscsiadm", "-m", "node"], check=False).stdout)
@@ -453,20 +435,7 @@ def do_map(conf, want_paths, timeout, reconfigure=False):
 # ---------------------------------------------------------------- filesystem
 
 def signatures(device):
-    """Every signature on the device: wipefs lists them without erasing,
-    blkid's low-level probe adds what wipefs does not name."""
-    found = []
-    wipefs = run(["wipefs", "--json", device], check=False)
-    if wipefs.returncode == 0 and wipefs.stdout.strip():
-        for sig in json.loads(wipefs.stdout).get("signatures", []):
-            found.append({"type": sig.get("type"), "label": sig.get("label"), "offset": sig.get("offset")})
-    probe = run(["blkid", "-p", "-o", "export", device], check=False)
-    if probe.returncode == 0:
-        values = dict(line.split("=", 1) for line in probe.stdout.splitlines() if "=" in line)
-        kind = values.get("TYPE") or values.get("PTTYPE")
-        if kind and not any(s["type"] == kind for s in found):
-            found.append({"type": kind, "label": values.get("LABEL"), "offset": None})
-    return found
+    return nodelib.signatures(device, lambda argv: run(argv, check=False))
 
 
 def do_mkfs(conf, fstype, label, overwrite, check, options):
@@ -497,17 +466,12 @@ def do_mkfs(conf, fstype, label, overwrite, check, options):
 
 # ---------------------------------------------------------------- main
 
+# Every key is rendered by the role: a missing one is an error.
+REQUIRED = ("node", "alias", "device", "wwid", "key", "keys", "iscsi")
+
+
 def load(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            conf = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise SanError(USAGE, f"cannot read {path}: {exc}") from exc
-    missing = [k for k in ("node", "alias", "wwid", "key", "keys") if k not in conf]
-    if missing:
-        raise SanError(USAGE, f"{path} lacks {', '.join(missing)}")
-    conf.setdefault("device", f"/dev/mapper/{conf['alias']}")
-    return conf
+    return nodelib.load(path, REQUIRED, SanError)
 
 
 def option(args, name, default=None):
@@ -577,19 +541,10 @@ def dispatch(conf, command, args):
 
 
 def main(argv):
-    syslog.openlog("bluemind-ha-san", syslog.LOG_PID, syslog.LOG_DAEMON)
-    args = list(argv)
-    if "--help" in args or "-h" in args:
-        print(__doc__)
-        return OK
-    path = CONFIG
-    if len(args) >= 2 and args[0] == "--config":
-        path = args[1]
-        args = args[2:]
-    if not args or args[0] not in COMMANDS:
-        sys.stderr.write(f"usage: bluemind-ha-san [--config FILE] {'|'.join(COMMANDS)} (--help for more)\n")
-        return USAGE
-    command = args.pop(0)
+    parsed = nodelib.start(argv, "bluemind-ha-san", __doc__, COMMANDS, CONFIG)
+    if isinstance(parsed, int):
+        return parsed
+    path, command, args = parsed
     try:
         if command == "config-test":
             if len(args) != 1:

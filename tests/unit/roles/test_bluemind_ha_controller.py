@@ -110,11 +110,21 @@ def node(tmp_path, monkeypatch, load_program):
     return module, fake
 
 
+# Every key the role renders (roles/controller/templates/controller.json.j2), with
+# the role's defaults unless a test needs otherwise.
+COMPLETE = {"node": "node1", "peer": "node2", "storage": "drbd", "device": "/dev/drbd0", "fstype": "ext4",
+            "mount_options": "noatime", "units_before": ["postgresql.service"], "target": "bluemind.target",
+            "units_after": ["bm-nginx.service", "postfix.service"],
+            "state_url": "http://127.0.0.1:8090/api/system/installation/state", "checks": [], "storage_grace": 30,
+            "claim_timeout": 300, "step_timeout": 120, "start_timeout": 900, "stop_timeout": 300,
+            "lock_timeout": 900, "unmount_attempts": 3, "reboot_if_stuck": True, "history_size": 200}
+
+
 def write_conf(tmp_path, **override):
     local = tmp_path / "local"
-    conf = {"node": "node1", "peer": "node2", "storage": "drbd", "device": "/dev/drbd0",
-            "mountpoint": str(tmp_path / "ha"), "paths": [str(local / "var/spool/cyrus"), str(local / "etc/bm")],
-            "alert_file": str(tmp_path / "alert.json"), "start_timeout": 5, "lock_timeout": 0.2}
+    conf = dict(COMPLETE, mountpoint=str(tmp_path / "ha"),
+                paths=[str(local / "var/spool/cyrus"), str(local / "etc/bm")],
+                alert_file=str(tmp_path / "alert.json"), start_timeout=5, lock_timeout=0.2)
     conf.update(override)
     path = tmp_path / "controller.json"
     path.write_text(json.dumps(conf))
@@ -419,13 +429,21 @@ def test_a_unit_that_fails_after_its_start_fails_the_activation(node):
     assert entry["outcome"] == "failed" and "bm-nginx.service failed" in entry["error"], entry
 
 
-def test_log_goes_to_stderr_only_when_the_journal_does_not_have_it(load_program, monkeypatch, capsys):
+def test_log_goes_to_stderr_only_when_the_journal_does_not_have_it(load_program, monkeypatch, tmp_path):
     module = load_program(SOURCE)
-    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
-    module.log("on a terminal")
-    monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
-    module.log("under systemd")
-    assert capsys.readouterr().err == "on a terminal\n"
+    stream = tmp_path / "stderr"
+    with open(stream, "w", encoding="utf-8") as handle:
+        monkeypatch.setattr(module.sys, "stderr", handle)
+        info = stream.stat()
+        monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+        module.log("on a terminal")
+        # A program whose caller captures its stderr inherits the variable: it
+        # names another stream, the caller must see the message.
+        monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
+        module.log("captured by the caller")
+        monkeypatch.setenv("JOURNAL_STREAM", f"{info.st_dev}:{info.st_ino}")
+        module.log("under systemd")
+    assert stream.read_text() == "on a terminal\ncaptured by the caller\n"
 
 
 @pytest.mark.parametrize("active,bluemind,expected", [

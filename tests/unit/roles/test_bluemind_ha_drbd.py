@@ -4,6 +4,7 @@ exit code, which decides whether DRBD resumes I/O (a wrong code here is a
 split brain)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 SOURCE = Path(__file__).resolve().parents[3] / "roles" / "drbd" / "files" / "bluemind_ha_drbd.py"
+NODE_LIBRARY = Path(__file__).resolve().parents[3] / "roles" / "node" / "files" / "bluemind_ha_node.py"
 PROC_SYNCING = """version: 8.4.11 (api:1/proto:86-101)
 srcversion: 211FB288A383ED945B83420
  0: cs:SyncSource ro:Primary/Secondary ds:UpToDate/Inconsistent C r-----
@@ -143,11 +145,15 @@ def test_a_connected_node_waits_for_the_link_to_drop_before_outdating(drbd, monk
 
 def test_a_handler_started_without_standard_streams_still_answers(tmp_path):
     """DRBD runs its handlers from the kernel with fds 0-2 closed: the command
-    must still log and exit with its own code (2: no configuration), not crash (1)."""
-    proc = subprocess.run([sys.executable, str(SOURCE), "--config", str(tmp_path / "none.json"), "fence-peer"],
+    must still log and exit with its own code (2: no configuration), not crash (1).
+    Installed as on a node: the program beside the node library."""
+    program = tmp_path / SOURCE.name
+    shutil.copy(SOURCE, program)
+    shutil.copy(NODE_LIBRARY, tmp_path / NODE_LIBRARY.name)
+    proc = subprocess.run([sys.executable, str(program), "--config", str(tmp_path / "none.json"), "fence-peer"],
                           preexec_fn=lambda: [os.close(fd) for fd in (0, 1, 2)], check=False)
     assert proc.returncode == 1  # fence-peer reports every failure as 1 (I/O stays frozen)
-    proc = subprocess.run([sys.executable, str(SOURCE), "--config", str(tmp_path / "none.json"), "status"],
+    proc = subprocess.run([sys.executable, str(program), "--config", str(tmp_path / "none.json"), "status"],
                           preexec_fn=lambda: [os.close(fd) for fd in (0, 1, 2)], check=False)
     assert proc.returncode == 2
 

@@ -16,7 +16,8 @@ def fence(tmp_path, monkeypatch, load_program):
     monkeypatch.setattr(module, "LOG", str(tmp_path / "log" / "fence.log"))
     monkeypatch.setattr(module, "VRRP_STATE", str(tmp_path / "vrrp-state"))
     conf = {"peer": "node1", "type": "redfish", "address": "10.0.2.100", "port": 443, "username": "admin",
-            "password": "s3cret", "tls": "insecure", "passive_delay": 20, "takeover_window": 10}
+            "password": "s3cret", "tls": "insecure", "systems_uri": "", "timeout": 60, "connect_timeout": 10,
+            "passive_delay": 20, "takeover_window": 10}
     (tmp_path / "fence.json").write_text(json.dumps(conf))
     module.test_config = str(tmp_path / "fence.json")
     module.test_dir = tmp_path

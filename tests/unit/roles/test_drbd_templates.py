@@ -25,7 +25,9 @@ def render(name, **overrides):
         "drbd_ping_interval": 10, "drbd_ping_timeout": 5, "drbd_connect_interval": 10,
         "drbd_resync_min_rate": "10M", "drbd_resync_max_rate": "100M", "drbd_al_extents": 1237,
         "drbd_outdate_port": 7790,
-        "drbd_alert_command": "", **hostvars["node1"],
+        "drbd_alert_command": "", "drbd_promote_timeout": 180, "drbd_fence_timeout": 150,
+        "drbd_outdate_timeout": 3, "drbd_outdate_attempts": 2, "drbd_handover_wait": 30, "drbd_handover_window": 120,
+        **hostvars["node1"],
     }
     for key, value in overrides.items():
         if key == "hostvars":
