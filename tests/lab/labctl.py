@@ -89,10 +89,10 @@ IMAGE_MAX_AGE_DAYS = 14.0
 # Touched whenever a lab takes an image or lets it go: an image's last use.
 IMAGE_STAMP = ".last-used"
 # Each VM must answer SSH within this many seconds of its start. Alone under software
-# emulation a guest answers in 16 to 40 s (docs/lab.md), but on a loaded host it
-# takes far longer: 586 s with the 2-core host running four times as many vCPUs as
-# it has cores (issue 27). 900 s covers that with a margin, and a VM that truly
-# hangs still fails within 15 minutes rather than holding a suite for an hour.
+# emulation a guest answers within 50 s (docs/lab.md: 7 to 48 s measured), but on a
+# loaded host far later: 586 s with the 2-core host running four times as many
+# vCPUs as it has cores (issue 27). 900 s covers that with a margin, and a VM that
+# truly hangs still fails within 15 minutes rather than holding a suite for an hour.
 BOOT_TIMEOUT = 900.0
 # Segment order fixes the multicast port offset of each segment within a lab.
 SEGMENTS = ("public", "replication", "fabric_a", "fabric_b", "spare")
