@@ -89,7 +89,7 @@ IMAGE_MAX_AGE_DAYS = 14.0
 # Touched whenever a lab takes an image or lets it go: an image's last use.
 IMAGE_STAMP = ".last-used"
 # Each VM must answer SSH within this many seconds of its start. Alone under software
-# emulation a guest answers within 50 s (docs/lab.md: 7 to 48 s measured), but on a
+# emulation a guest answers within 50 s (docs/lab.md: 29 to 48 s measured), but on a
 # loaded host far later: 586 s with the 2-core host running four times as many
 # vCPUs as it has cores (issue 27). 900 s covers that with a margin, and a VM that
 # truly hangs still fails within 15 minutes rather than holding a suite for an hour.
@@ -1262,8 +1262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("vm")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_ssh)
-    sub.add_parser("list", help="every lab's VMs: state, PID, SSH port (find lab QEMUs: pgrep -af process=lab-)"
-                    ).set_defaults(func=cmd_list)
+    p = sub.add_parser("list", help="every lab's VMs: state, PID, SSH port (find lab QEMUs: pgrep -af process=lab-)")
+    p.set_defaults(func=cmd_list)
     p = sub.add_parser("repo", help="build the BlueMind stand-in repository (test double) and serve it to the lab")
     p.add_argument("--lab", required=True)
     p.add_argument("--dir", required=True)

@@ -382,8 +382,8 @@ def image_cache(labctl, monkeypatch):
     return builds
 
 
-def test_building_an_image_keeps_those_in_use_and_prunes_only_old_ones(labctl, tmp_path, image_cache,
-                                                                      proc_table, monkeypatch):
+def test_building_an_image_keeps_those_in_use_and_prunes_only_old_ones(
+        labctl, tmp_path, image_cache, proc_table, monkeypatch):
     images = labctl.IMAGES
     fake_image(images / "booted-by-a-lab", age_days=60)
     fake_image(images / "booted-by-an-orphan", age_days=60)
@@ -487,8 +487,11 @@ def test_up_that_times_out_reports_why(labctl, tmp_path, proc_table, monkeypatch
     for name in ("start_time_server", "start_bmc_doubles"):
         monkeypatch.setattr(labctl.Lab, name, lambda self: None)
     monkeypatch.setattr(labctl.VM, "start", lambda self: None)
-    monkeypatch.setattr(labctl.VM, "wait_ssh", lambda self, timeout: (_ for _ in ()).throw(
-        labctl.BootTimeout(f"{self.name}: no SSH within the bound of {timeout:.0f} s: advice")))
+
+    def times_out(self, timeout):
+        raise labctl.BootTimeout(f"{self.name}: no SSH within the bound of {timeout:.0f} s: advice")
+
+    monkeypatch.setattr(labctl.VM, "wait_ssh", times_out)
     with pytest.raises(labctl.LabError, match=r"node1, node2 did not boot; lab destroyed; "
                                               r"node\d: no SSH within the bound of 900 s: advice"):
         lab.up(labctl.load_topology(spec), 900)
