@@ -114,9 +114,12 @@ benchmark: deps venv image  ## Benchmark the pair on the lab (LAB_STORAGE, BENCH
 	$(BIN)/python tests/lab/benchmark.py --storage $(LAB_STORAGE) --runs $(BENCH_RUNS) --fresh-runs $(BENCH_FRESH_RUNS)
 	$(BIN)/python tools/failover_report.py --logs $(LAB_CACHE_DIR)/logs/benchmark
 
+# Only the labs `make lab` makes: other checkouts' suites and labs may share the
+# machine. Every lab of the machine: tests/lab/labctl.py down --all.
+LAB_NAMES := demo-drbd demo-san
 .PHONY: lab-down
-lab-down: venv  ## Power off and remove every lab VM.
-	$(BIN)/python tests/lab/labctl.py down --all
+lab-down: venv  ## Power off and remove the labs of `make lab` (demo-drbd, demo-san), no other.
+	$(BIN)/python tests/lab/labctl.py down $(addprefix --lab ,$(LAB_NAMES))
 
 .PHONY: docs
 docs: venv  ## Regenerate docs/reference.md from the roles' argument_specs.

@@ -1,8 +1,11 @@
 """Unit tests of the lab tool's pure parts: topology, QEMU command lines, ports,
-image cache key; and of its repository server. The VMs themselves are exercised by
+image cache key and pruning, sharing the machine with other labs (a fake process
+table); and of its repository server. The VMs themselves are exercised by
 the molecule scenarios."""
 import importlib.util
 import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +23,8 @@ LABCTL = Path(__file__).resolve().parents[2] / "lab" / "labctl.py"
 @pytest.fixture()
 def labctl(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "cache"))
+    for name in ("LAB_RUN_DIR", "LAB_BOOT_TIMEOUT", "LAB_IMAGE_MAX_AGE_DAYS"):
+        monkeypatch.delenv(name, raising=False)
     spec = importlib.util.spec_from_file_location("labctl_under_test", LABCTL)
     module = importlib.util.module_from_spec(spec)
     sys.modules["labctl_under_test"] = module
@@ -301,3 +306,214 @@ def test_lockup_reboots_counts_the_soft_lockup_panics_of_a_console(labctl):
     assert labctl.lockup_reboots(console) == 2
     # A lockup report alone (without softlockup_panic) is not a reboot.
     assert labctl.lockup_reboots("[ 64.4] watchdog: BUG: soft lockup - CPU#0 stuck for 45s!\n") == 0
+
+
+# ------------------------------------------------- sharing the machine (issue 27)
+
+ROOT = LABCTL.parents[2]
+
+
+def fake_qemu(labctl, pid, argv):
+    """A lab QEMU process in the fake process table the tests give labctl."""
+    proc = labctl.PROC / str(pid)
+    proc.mkdir(parents=True)
+    (proc / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+
+
+@pytest.fixture()
+def proc_table(labctl, tmp_path, monkeypatch):
+    # raising=False: the tests must run (and fail) on a labctl without PROC too.
+    monkeypatch.setattr(labctl, "PROC", tmp_path / "proc", raising=False)
+    (tmp_path / "proc").mkdir()
+    return labctl.PROC
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("target", ["lab-down", "clean"])
+def test_make_lab_down_takes_down_only_the_labs_make_lab_makes(target):
+    out = subprocess.run(["make", "-n", "-C", str(ROOT), target], capture_output=True, text=True,
+                         check=True).stdout
+    downs = [line for line in out.splitlines() if "labctl.py down" in line]
+    assert len(downs) == 1, out
+    assert "--all" not in downs[0]
+    assert downs[0].split("labctl.py down")[1].split() == ["--lab", "demo-drbd", "--lab", "demo-san"]
+    # The names are those the lab target gives its lab.
+    assert "up --lab demo-$(LAB_STORAGE)" in (ROOT / "Makefile").read_text()
+
+
+def test_down_takes_down_the_named_labs_only(labctl, tmp_path, proc_table, monkeypatch):
+    define(labctl, tmp_path, "demo-drbd")
+    other, _spec = define(labctl, tmp_path, "molecule-drbd")
+    killed = []
+    monkeypatch.setattr(labctl.os, "kill", lambda *args: killed.append(args))
+    fake_qemu(labctl, 4242, other.vm("node1").meta["argv"])
+    # demo-san does not exist: skipped, not an error.
+    assert labctl.main(["down", "--lab", "demo-drbd", "--lab", "demo-san"]) == 0
+    assert not (labctl.RUN / "demo-drbd").exists()
+    assert not (labctl.RUN / "demo-san").exists()
+    assert other.exists() and [vm.name for vm in other.vms()] == ["node1", "node2"]
+    assert killed == []
+
+
+def fake_image(path, age_days=0.0):
+    path.mkdir(parents=True)
+    for name in ("rootfs.img", "rootfs-san.img", "vmlinuz", "initrd.img"):
+        (path / name).write_text(name)
+    stamp = path / ".last-used"
+    stamp.touch()
+    then = time.time() - age_days * 86400
+    os.utime(stamp, (then, then))
+    os.utime(path, (then, then))
+
+
+@pytest.fixture()
+def image_cache(labctl, monkeypatch):
+    """A cache whose current recipe is image "new"; building it writes its files."""
+    monkeypatch.setattr(labctl, "image_key", lambda: "new")
+    builds = []
+
+    def run(argv, **_kwargs):
+        if argv[0].endswith("build.sh"):
+            builds.append(argv[1])
+            fake_image(Path(argv[1]))
+
+    monkeypatch.setattr(labctl.subprocess, "run", run)
+    labctl.IMAGES.mkdir(parents=True)
+    return builds
+
+
+def test_building_an_image_keeps_those_in_use_and_prunes_only_old_ones(
+        labctl, tmp_path, image_cache, proc_table, monkeypatch):
+    images = labctl.IMAGES
+    fake_image(images / "booted-by-a-lab", age_days=60)
+    fake_image(images / "booted-by-an-orphan", age_days=60)
+    fake_image(images / "used-last-week", age_days=7)
+    fake_image(images / "idle-for-a-month", age_days=30)
+    lab = labctl.Lab("suite")
+    spec = tmp_path / "t.yml"
+    spec.write_text(TOPOLOGY)
+    lab.define(labctl.load_topology(spec), images / "booted-by-a-lab")
+    fake_qemu(labctl, 777, ["/usr/bin/qemu-system-x86_64", "-name", "lab-gone-n1,process=lab-gone-n1",
+                            "-kernel", str(images / "booted-by-an-orphan" / "vmlinuz")])
+    assert labctl.ensure_image() == images / "new"
+    assert image_cache == [str(images / "new")]
+    assert sorted(p.name for p in images.iterdir() if not p.name.startswith(".")) == [
+        "booted-by-a-lab", "booted-by-an-orphan", "new", "used-last-week"]
+    # The bound comes from LAB_IMAGE_MAX_AGE_DAYS.
+    shutil.rmtree(images / "new")
+    monkeypatch.setenv("LAB_IMAGE_MAX_AGE_DAYS", "3")
+    labctl.ensure_image()
+    assert not (images / "used-last-week").exists()
+    assert (images / "booted-by-a-lab").exists() and (images / "booted-by-an-orphan").exists()
+
+
+def test_a_cached_image_is_reused_and_prunes_nothing(labctl, image_cache, proc_table):
+    fake_image(labctl.IMAGES / "new")
+    fake_image(labctl.IMAGES / "ancient", age_days=365)
+    assert labctl.ensure_image() == labctl.IMAGES / "new"
+    assert image_cache == [] and (labctl.IMAGES / "ancient").exists()
+
+
+def test_image_prune_removes_every_image_no_lab_uses(labctl, tmp_path, image_cache, proc_table, capsys):
+    images = labctl.IMAGES
+    fake_image(images / "new")
+    fake_image(images / "in-use", age_days=90)
+    fake_image(images / "idle-yesterday", age_days=1)
+    fake_image(images / "idle-long", age_days=90)
+    define(labctl, tmp_path, "suite")
+    # The lab's record names its image; a QEMU of another run directory boots one too.
+    meta = json.loads((labctl.RUN / "suite" / "lab.json").read_text())
+    meta["image"] = str(images / "in-use")
+    (labctl.RUN / "suite" / "lab.json").write_text(json.dumps(meta))
+    fake_image(images / "other-run-dir", age_days=90)
+    fake_qemu(labctl, 99, ["qemu-system-x86_64", "-name", "lab-x-n,process=lab-x-n",
+                           "-kernel", str(images / "other-run-dir" / "vmlinuz")])
+    assert labctl.main(["image", "--prune"]) == 0
+    assert capsys.readouterr().out.strip() == str(images / "new")
+    assert sorted(p.name for p in images.iterdir() if not p.name.startswith(".")) == [
+        "in-use", "new", "other-run-dir"]
+
+
+def test_an_unreadable_lab_record_prunes_nothing(labctl, image_cache, proc_table):
+    fake_image(labctl.IMAGES / "new")
+    fake_image(labctl.IMAGES / "old", age_days=90)
+    (labctl.RUN / "broken").mkdir(parents=True)
+    (labctl.RUN / "broken" / "lab.json").write_text("{truncated")
+    assert labctl.main(["image", "--prune"]) == 0
+    assert (labctl.IMAGES / "old").exists()
+
+
+def test_boot_timeout_covers_a_loaded_host(labctl, monkeypatch):
+    seen = []
+    monkeypatch.setattr(labctl, "cmd_up", lambda args: seen.append(args.timeout) or 0)
+    monkeypatch.setattr(labctl, "cmd_power", lambda args: seen.append(args.timeout) or 0)
+    labctl.main(["up", "--lab", "x", "--spec", "s.yml"])
+    labctl.main(["power", "x", "node1", "on", "--wait"])
+    # 586 s were needed on an oversubscribed host (issue 27).
+    assert seen == [900, 900] and seen[0] > 586
+    monkeypatch.setenv("LAB_BOOT_TIMEOUT", "1800")
+    labctl.main(["up", "--lab", "x", "--spec", "s.yml"])
+    labctl.main(["up", "--lab", "x", "--spec", "s.yml", "--timeout", "60"])
+    assert seen[2:] == [1800, 60]
+
+
+def test_a_boot_timeout_says_what_to_look_at_and_how_to_wait_longer(labctl, tmp_path, proc_table, monkeypatch):
+    lab, _spec = define(labctl, tmp_path, "slow")
+    for index, name in enumerate(["node1", "node2"]):
+        fake_qemu(labctl, 500 + index, lab.vm(name).meta["argv"])
+    fake_qemu(labctl, 600, ["qemu-system-x86_64", "-name", "lab-b-n,process=lab-b-n",
+                            "-pidfile", "/elsewhere/run/b/n/qemu.pid"])
+    monkeypatch.setattr(labctl.os, "getloadavg", lambda: (7.5, 6.25, 4.0))
+
+    def refused(*_args, **_kwargs):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(labctl.socket, "create_connection", refused)
+    monkeypatch.setattr(labctl.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(labctl.VM, "running", lambda self: True)
+    with pytest.raises(labctl.BootTimeout) as caught:
+        lab.vm("node1").wait_ssh(0)
+    message = str(caught.value)
+    assert message.startswith("node1: no SSH within the bound of 0 s: waited 0 s")
+    assert "the host may be oversubscribed" in message
+    assert f"load average 7.50 6.25 4.00 on {os.cpu_count()} CPU(s)" in message
+    assert "2 lab(s) with 3 VM(s) running" in message
+    assert "LAB_BOOT_TIMEOUT=SECONDS" in message
+
+
+def test_up_that_times_out_reports_why(labctl, tmp_path, proc_table, monkeypatch):
+    lab, spec = define(labctl, tmp_path, "slow")
+    monkeypatch.setattr(labctl, "ensure_image_locked", lambda *a: tmp_path / "image")
+    for name in ("start_time_server", "start_bmc_doubles"):
+        monkeypatch.setattr(labctl.Lab, name, lambda self: None)
+    monkeypatch.setattr(labctl.VM, "start", lambda self: None)
+
+    def times_out(self, timeout):
+        raise labctl.BootTimeout(f"{self.name}: no SSH within the bound of {timeout:.0f} s: advice")
+
+    monkeypatch.setattr(labctl.VM, "wait_ssh", times_out)
+    with pytest.raises(labctl.LabError, match=r"node1, node2 did not boot; lab destroyed; "
+                                              r"node\d: no SSH within the bound of 900 s: advice"):
+        lab.up(labctl.load_topology(spec), 900)
+    assert not lab.exists()
+
+
+def test_list_shows_every_vm_with_its_state_and_pid(labctl, tmp_path, proc_table, capsys):
+    lab, _spec = define(labctl, tmp_path, "demo-drbd")
+    node1 = lab.vm("node1")
+    (node1.dir / "qemu.pid").write_text("4242\n")
+    fake_qemu(labctl, 4242, node1.meta["argv"])
+    # A pid file whose process is gone (or another program's now) is no VM.
+    (lab.vm("node2").dir / "qemu.pid").write_text("4343\n")
+    fake_qemu(labctl, 5151, ["/usr/bin/qemu-system-x86_64", "-name", "lab-gone-n1,process=lab-gone-n1",
+                             "-pidfile", "/somewhere/run/gone/n1/qemu.pid"])
+    assert labctl.main(["list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("#") and "lab-<lab>-<vm>" in out[0]
+    assert "pgrep -af process=lab-" in out[1]
+    assert out[2].startswith("demo-drbd (ports ")
+    assert out[3].split()[:4] == ["node1", "On", "pid", "4242"] and "process lab-demo-drbd-node1" in out[3]
+    assert out[4].split()[:4] == ["node2", "Off", "pid", "-"]
+    assert out[5].startswith("lab QEMU processes of no lab")
+    assert out[6].split()[:3] == ["pid", "5151", "lab-gone-n1"] and "/somewhere/run/gone" in out[6]
+    assert "pgrep -af process=lab-" in labctl.build_parser().format_help()
