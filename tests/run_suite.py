@@ -22,6 +22,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SCENARIOS = ["drbd", "san"]
+sys.path.insert(0, str(ROOT / "tests" / "lab"))
+import hostwatch  # noqa: E402  pylint: disable=wrong-import-position
+import labctl  # noqa: E402  pylint: disable=wrong-import-position
+
+# What the host went through during each scenario (hostwatch): shown after the
+# scenario and in the summary, so a failure on an oversubscribed host is told
+# apart from a product failure.
+HOST_REPORTS: dict[str, hostwatch.Report] = {}
 
 
 def sh(*argv: str, **kwargs) -> int:
@@ -162,6 +170,7 @@ def scenario(name: str):
         log.parent.mkdir(parents=True, exist_ok=True)
         lines: list[str] = []
         started = time.time()
+        watch = hostwatch.HostWatch(f"molecule-{name}", labctl.lab_processes).start()
         with subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, errors="replace") as proc, log.open("w") as kept:
             for line in proc.stdout:
@@ -170,6 +179,10 @@ def scenario(name: str):
                 kept.write(line)
                 lines.append(line.rstrip("\n"))
         rc = proc.returncode
+        consoles = [c for c in sorted((logs_dir() / f"molecule-{name}").glob("*-console.log"))
+                    if c.stat().st_mtime >= started]
+        host = HOST_REPORTS[f"molecule-{name}"] = watch.stop(consoles)
+        print(f"----- molecule-{name}: {host.summary()}")
         recoveries = lab_recoveries(f"molecule-{name}", started)
         if recoveries:
             print(f"----- molecule-{name}: the lab recovered a VM the emulator failed (NIC reset, lockup reboot) -----")
@@ -231,7 +244,8 @@ def main(selected: list[str]) -> int:
         cleanup(started)
     print("\n===== suite summary =====")
     for name, outcome, seconds in results:
-        print(f"  {name:16} {outcome:7} {seconds:7.1f} s")
+        host = HOST_REPORTS.get(name)
+        print(f"  {name:16} {outcome:7} {seconds:7.1f} s" + (f"  {host.verdict()}" if host else ""))
     print(f"  {'total':16} {'':7} {time.monotonic() - start:7.1f} s")
     passed = sum(1 for r in results if r[1] == "passed")
     failed = len(results) - passed

@@ -81,3 +81,15 @@ def test_the_lab_recoveries_of_this_run_are_reported_and_older_consoles_ignored(
         "san: [  656.1] lab-nic-watchdog: reset eth3: its transmit queue timed out (0 -> 1)",
         "san: [  656.4] lab-nic-watchdog: eth3 reset and configured again"]
     assert suite.lab_recoveries("molecule-drbd", since=2000) == []
+
+
+def test_the_summary_says_how_the_host_was_during_each_scenario(monkeypatch, capsys):
+    report = suite.hostwatch.Report("molecule-drbd", 2, 10.0, stalls=["node1: watchdog: BUG: soft lockup"])
+    monkeypatch.setattr(suite, "STAGES", {"unit": lambda: 0, "molecule-drbd": lambda: 1})
+    monkeypatch.setattr(suite, "HOST_REPORTS", {"molecule-drbd": report})
+    monkeypatch.setattr(suite, "cleanup", lambda ran: None)
+    assert suite.main([]) == 1
+    out = capsys.readouterr().out
+    table = out[out.index("===== suite summary"):]
+    assert " failed " in table and "host OVERSUBSCRIBED" in table
+    assert "host" not in next(line for line in table.splitlines() if line.strip().startswith("unit"))

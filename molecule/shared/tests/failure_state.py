@@ -11,6 +11,7 @@ controller's status and the boot's journal of the last 20 minutes:
 The scenarios' conftest.py imports the hook."""
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 
@@ -54,6 +55,18 @@ def ha_excerpt(text: str, limit: int = HA_LINES) -> str:
     return head + f"--- HA journal lines (last {limit} of {len(lines)})\n" + "\n".join(lines[-limit:]) + "\n"
 
 
+def host_line() -> str:
+    """The host's load and the labs sharing it at the failure (labctl's
+    host_load): a failure on an oversubscribed host may be the host's."""
+    try:
+        spec = importlib.util.spec_from_file_location("labctl_for_failures", labtopo.LABCTL)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return f"host at the failure: {module.host_load()}\n"
+    except (OSError, ImportError, AttributeError) as exc:
+        return f"host at the failure: unknown ({exc})\n"
+
+
 def safe_name(nodeid: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid.split("::", 1)[-1])[:120]
 
@@ -62,7 +75,7 @@ def record(nodeid: str) -> str:
     """Keep every VM's state for the failed check nodeid; return the excerpt."""
     directory = labtopo.LOGS / f"failures-{labtopo.lab_name()}" / safe_name(nodeid)
     directory.mkdir(parents=True, exist_ok=True)
-    parts = []
+    parts = [host_line()]
     for platform in labtopo.platforms():
         name = platform["name"]
         text = vm_state(name)

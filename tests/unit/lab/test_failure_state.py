@@ -49,6 +49,8 @@ def test_record_keeps_each_vm_whole_and_returns_the_excerpts(tmp_path, monkeypat
     assert (directory / "node1.log").read_text() == STATE.replace("node2", "node1")
     assert "sshd" in (directory / "node2.log").read_text()
     assert "===== node1" in excerpt and "===== node2" in excerpt and str(directory) in excerpt
+    # The host's load and the labs on it at the failure come first (labctl's host_load).
+    assert excerpt.startswith("host at the failure: load average ") and " lab(s) with " in excerpt.splitlines()[0]
 
 
 def test_a_vm_that_does_not_answer_is_said_so(monkeypatch):

@@ -4,6 +4,7 @@ The drbd scenario checks the IPv4 case with keepalived itself."""
 from pathlib import Path
 
 import pytest
+import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
@@ -22,6 +23,8 @@ def render(vips, **overrides):
         "keepalived_router_id": 51, "keepalived_router_id6": 52, "keepalived_effective_priority": 150,
         "keepalived_advert_int": 1, "keepalived_unicast": True, "keepalived_garp_delay": 1,
         "keepalived_garp_repeat": 3, "keepalived_garp_refresh": 60,
+        "keepalived_realtime_priority": 10, "keepalived_realtime_limit": 1000,
+        "keepalived_lock_memory": True,
         "preflight_pair": {"vips": vips, "addresses_by_family": {
             "ipv4": {"node1": "192.168.60.11", "node2": "192.168.60.12"},
             "ipv6": {"node1": "fd00:60::11", "node2": "fd00:60::12"}}},
@@ -68,6 +71,37 @@ def test_options(overrides, present, absent):
         assert snippet in text
     for snippet in absent:
         assert snippet not in text
+
+
+def global_defs(text):
+    start = text.index("global_defs {")
+    return text[start:text.index("\n}\n", start)]
+
+
+def test_vrrp_process_is_real_time_and_locked_in_memory_by_default():
+    block = global_defs(render([V4]))
+    # keepalived's own default bound (10 ms) killed the VRRP process at every start in the lab.
+    assert "vrrp_rt_priority 10" in block and "vrrp_rlimit_rttime 1000000" in block
+    assert "vrrp_no_swap" in block
+
+
+def test_real_time_and_memory_lock_can_be_turned_off():
+    block = global_defs(render([V4], keepalived_realtime_priority=0, keepalived_lock_memory=False))
+    assert "vrrp_rt_priority" not in block and "vrrp_rlimit_rttime" not in block and "vrrp_no_swap" not in block
+
+
+@pytest.mark.parametrize("priority,limit,accepted", [
+    (0, 1000, True), (1, 1000, True), (10, 1000, True), (99, 1000, True), (100, 1000, False), (-1, 1000, False),
+    (10, 100, True), (10, 60000, True), (10, 10, False), (10, 60001, False),
+])
+def test_validation_bounds_the_real_time_priority_and_its_cpu_limit(priority, limit, accepted):
+    tasks = yaml.safe_load((TEMPLATE.parents[1] / "tasks" / "validate.yml").read_text())
+    task = next(t for t in tasks if t["name"] == "Check the real-time priority of the VRRP process")
+    variables = {"keepalived_realtime_priority": priority, "keepalived_realtime_limit": limit}
+    templar = Templar(loader=DataLoader(), variables=variables)
+    results = [templar.template(trust_as_template("{{ " + cond + " }}")) for cond in task["ansible.builtin.assert"]["that"]]
+    assert all(results) is accepted
+    assert "keepalived_realtime_priority" in task["ansible.builtin.assert"]["fail_msg"]
 
 
 VRRP = TEMPLATE.parent / "vrrp.j2"
