@@ -88,6 +88,36 @@ def stage_build() -> int:
                 print(rc.stderr)
                 return rc.returncode
             print(f"ansible-doc bluemind_ha.cluster.{module.stem}: ok")
+        return check_execution_environment(Path(tmp), tarballs[0], installed)
+
+
+def check_execution_environment(tmp: Path, tarball: Path, installed: Path) -> int:
+    """The execution environment (issue 31): ansible-builder's introspection of
+    the installed tarball finds the collection's requirements (its
+    meta/execution-environment.yml), and `ansible-builder create` writes a build
+    context from the example definition (no container engine needed for that)."""
+    builder = str(BIN / "ansible-builder")
+    found = subprocess.run([builder, "introspect", "--sanitize", str(installed)],
+                           capture_output=True, text=True, check=False)
+    print(found.stdout + found.stderr)
+    if found.returncode or "netaddr" not in found.stdout or "openssh-client" not in found.stdout:
+        print("ansible-builder introspect did not find the collection's requirements (meta/execution-environment.yml)")
+        return found.returncode or 1
+    definition = ROOT / "docs" / "examples" / "ee" / "execution-environment.yml"
+    work = tmp / "ee"
+    work.mkdir()
+    (work / definition.name).write_text(definition.read_text())
+    (work / tarball.name).write_bytes(tarball.read_bytes())
+    rc = sh(builder, "create", "-f", str(work / definition.name), "-c", str(work / "context"), cwd=work)
+    containerfile = work / "context" / "Containerfile"
+    if rc or not containerfile.exists() or not (work / "context" / "_build" / "collections" / tarball.name).exists():
+        print("ansible-builder create wrote no build context with the collection's tarball")
+        return rc or 1
+    text = containerfile.read_text()
+    if "ansible-galaxy" not in text or tarball.name not in text:
+        print("the Containerfile neither copies the collection's tarball nor installs collections")
+        return 1
+    print(f"execution environment: build context in {work / 'context'} ({len(text.splitlines())} Containerfile lines)")
     return 0
 
 
