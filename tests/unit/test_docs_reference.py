@@ -33,8 +33,8 @@ CONNECTION_VARIABLES = {
 # Checked by the roles' validate task files rather than marked required in the
 # argument_specs (they depend on other variables): an example must set them too.
 REQUIRED_BY_VALIDATION = {
-    "bluemind_version", "bluemind_external_url", "bluemind_domain", "bluemind_setup_password",
-    "bluemind_ha_bmc",
+    "bluemind_version", "bluemind_external_url", "bluemind_domain", "bluemind_admin0_password",
+    "bluemind_setup_password", "bluemind_ha_bmc",
 }
 # The roles site.yml runs for each storage method.
 SITE_ROLES = {
@@ -170,7 +170,7 @@ def test_each_example_sets_what_its_storage_method_requires(path):
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_secrets_in_the_examples_come_from_a_vault(path):
     inventory = yaml.safe_load(path.read_text(encoding="utf-8"))
-    secrets = {"bluemind_setup_password", "drbd_shared_secret", "san_chap_password", "san_chap_password_in",
+    secrets = {"bluemind_admin0_password", "bluemind_setup_password", "drbd_shared_secret", "san_chap_password", "san_chap_password_in",
                "keepalived_auth_pass", "controller_alert_smtp_password", "controller_alert_webhook_token"}
     for host, values in inventory_hosts(inventory["bluemind_ha"]).items():
         for name in secrets & set(values):

@@ -9,6 +9,8 @@ CORE_STATE_RUNNING through it, the record and every acknowledged write read back
 there, the steps of the new active node's controller from its journal, the
 webhook call a receiver on the host got, and the floating IP staying put when the
 old node boots again."""
+import concurrent.futures
+import hashlib
 import http.server
 import json
 import os
@@ -151,6 +153,49 @@ def test_bluemind_runs_on_the_active_node_only_with_the_same_versions():
         shutdown = labtopo.vm(node).service("bluemind-ha-shutdown")
         assert shutdown.is_enabled and shutdown.is_running, f"{node}: bluemind-ha-shutdown is not enabled and active"
     assert state_through_vip(passive) == "CORE_STATE_RUNNING"
+    # The post-install setup gave each password to its own option of bm-cli
+    # (admin0's --admin0-pass, the Setup Wizard's --sw-pass): the stand-in keeps
+    # their digests in its installation record, on the HA storage.
+    record = json.loads(labtopo.vm(active).check_output("cat /var/lib/postgresql/bluemind.installed"))
+    lab = labtopo.inventory_vars("bluemind_ha")
+    assert record["admin0_pass_sha256"] == hashlib.sha256(lab["bluemind_admin0_password"].encode()).hexdigest()
+    assert record["sw_pass_sha256"] == hashlib.sha256(lab["bluemind_setup_password"].encode()).hexdigest()
+
+
+def node_monitoring(node: str) -> tuple[dict[str, str], int, str]:
+    """The node's metrics file, written on demand by the unit its timer starts,
+    and the Nagios plugin mode's exit code and line (issue 31)."""
+    host = labtopo.vm(node)
+    host.check_output("systemctl start bluemind-ha-metrics.service")
+    path = labtopo.host_vars(node).get("controller_metrics_path",
+                                       "/var/lib/prometheus/node-exporter/bluemind_ha.prom")
+    text = host.check_output(f"cat {path}")
+    metrics = {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in text.splitlines()
+               if line and not line.startswith("#")}
+    plugin = host.run("bluemind-ha status --nagios")
+    return metrics, plugin.rc, plugin.stdout.strip()
+
+
+def assert_monitoring_sees(active: str):
+    """Both nodes' monitoring outputs agree with the pair: the active node's
+    metrics and plugin say it serves, the passive one's that it could take over."""
+    with concurrent.futures.ThreadPoolExecutor(len(NODES)) as pool:
+        seen = dict(zip(NODES, pool.map(node_monitoring, NODES)))
+    for node, (metrics, rc, line) in seen.items():
+        label = f'{{node="{node}"}}'
+        assert metrics[f"bluemind_ha_active{label}"] == str(int(node == active)), (node, metrics)
+        assert metrics[f"bluemind_ha_health_ok{label}"] == "1", (node, metrics)
+        assert metrics[f"bluemind_ha_storage_ok{label}"] == "1", (node, metrics)
+        assert metrics[f"bluemind_ha_bluemind_running{label}"] == str(int(node == active)), (node, metrics)
+        assert abs(float(metrics[f"bluemind_ha_metrics_timestamp_seconds{label}"]) - time.time()) < 120, metrics
+        assert rc == 0 and line.startswith("BLUEMIND-HA OK - "), (node, rc, line)
+        assert ("serving" if node == active else "ready to take over") in line, line
+        # The file node_exporter reads is the node's only trace: root-owned, world-readable.
+        assert metrics[f'bluemind_ha_info{{node="{node}",peer="{other(node)}",storage="{STORAGE}"}}'] == "1"
+
+
+def test_monitoring_sees_the_nominal_pair():
+    assert_monitoring_sees(holder())
 
 
 def test_an_upgrade_on_the_passive_node_does_not_start_bluemind_there():
@@ -351,6 +396,18 @@ def test_power_off_of_the_active_node_loses_no_acknowledged_mail(receiver):
     # advert_int 1 s: the backup declares the master dead after ~3.6 s; under
     # software emulation allow for slow scheduling, not for a missed election.
     assert summary["vip_median"] < 8, summary
+
+
+def test_monitoring_sees_the_pair_after_the_failover():
+    """The metrics and the plugin follow the failover: the survivor is the active
+    node in both, the node that came back is the passive one (issue 31)."""
+    active = pairstate.assert_pair_invariants()
+    assert active == holder()
+    assert_monitoring_sees(active)
+    # The last transition is in the survivor's metrics.
+    metrics, _rc, _line = node_monitoring(active)
+    assert any(k.startswith("bluemind_ha_last_transition_ok{") and 'transition="activate"' in k and v == "1"
+               for k, v in metrics.items()), metrics
 
 
 def rerun_playbook(tmp_path: Path) -> tuple[str, bool]:

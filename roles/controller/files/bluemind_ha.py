@@ -21,6 +21,12 @@ usage: bluemind-ha [--config FILE] COMMAND [ARGS]
   status [--json]             role, VRRP state, storage, mounts, services,
                               BlueMind's state, the last transitions, the peer as
                               the storage sees it
+  status --nagios             the same as a Nagios/Icinga plugin: one line with
+                              perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
+  status --prometheus [--output FILE]
+                              the same as Prometheus metrics (bluemind_ha_*), for
+                              node_exporter's textfile collector; FILE is written
+                              atomically (the bluemind-ha-metrics timer does it)
   drain [--reason TEXT]       the health check fails here until undrain: an active
                               node hands over to its peer, a passive one cannot
                               take over (the planned switchover uses it)
@@ -870,6 +876,131 @@ def human(report):
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- monitoring
+
+NAGIOS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+FAILED_TRANSITION_WARNS = 86400
+
+
+def storage_ok(report):
+    """This node's storage as its role needs it. DRBD: UpToDate and connected to
+    the peer (a Primary alone serves, but has no copy). SAN: a working path, and
+    the node's key registered (a passive node must be able to take over)."""
+    storage = report["storage"]
+    if storage.get("error"):
+        return False
+    if storage.get("method") == "drbd":
+        return storage.get("disk") == "UpToDate" and storage.get("connection") == "Connected"
+    return bool(storage.get("active_paths")) and bool(storage.get("registered_here"))
+
+
+def nagios(report):
+    """(exit code, line) of the Nagios plugin guidelines for this node's report."""
+    last = report["transitions"][-1] if report["transitions"] else None
+    problems, worst = [], 0
+
+    def problem(code, text):
+        nonlocal worst
+        problems.append(text)
+        worst = max(worst, code)
+
+    role, health = report["role"], report["health"]
+    if role == "active" and not health["ok"]:
+        problem(2, f"active but failing: {health['why']}")
+    elif role != "active" and report["vrrp"] == "MASTER" and role != "activating":
+        problem(2, "VRRP master but not active")
+    elif role == "passive" and not health["ok"] and not report["drained"] and not report.get("suspended"):
+        problem(1, f"cannot take over: {health['why']}")
+    if not storage_ok(report):
+        problem(1, "storage degraded: " + ", ".join(f"{k} {v}" for k, v in report["storage"].items()
+                                                  if k in ("disk", "connection", "active_paths", "registered_here",
+                                                           "error")))
+    if report["drained"]:
+        problem(1, "drained")
+    if report.get("suspended"):
+        problem(1, "automatic failover suspended")
+    if report.get("release_pending"):
+        problem(1, "storage release pending")
+    # A failed transition warns for a day (then the node's current state speaks
+    # for itself; the metrics keep last_transition_ok for alert rules).
+    if last and last.get("outcome") != "ok" and time.time() - last.get("ended", 0) < FAILED_TRANSITION_WARNS:
+        problem(1, f"last transition {last.get('transition')} {last.get('outcome')} at {last.get('time')}")
+    summary = f"{report['node']} {role} (VRRP {report['vrrp']})"
+    if report.get("bluemind"):
+        summary += f", BlueMind {report['bluemind']}"
+    perf = [f"active={int(role == 'active')};;;0;1", f"health={int(health['ok'])};;;0;1",
+            f"storage_ok={int(storage_ok(report))};;;0;1"]
+    if last:
+        perf.append(f"last_transition_seconds={last.get('seconds', 0)}s;;;0")
+        if last.get("ended"):
+            perf.append(f"since_last_transition={max(0, round(time.time() - last['ended']))}s;;;0")
+    text = "; ".join(problems) if problems else ("serving" if role == "active" else "ready to take over")
+    return worst, f"BLUEMIND-HA {NAGIOS[worst]} - {summary}: {text} | {' '.join(perf)}"
+
+
+def prometheus(report, now=None):
+    """node_exporter textfile metrics for this node's report."""
+    now = time.time() if now is None else now
+    node = report["node"]
+    storage = report["storage"]
+    lines = []
+
+    def metric(name, help_text, samples, kind="gauge"):
+        lines.append(f"# HELP bluemind_ha_{name} {help_text}")
+        lines.append(f"# TYPE bluemind_ha_{name} {kind}")
+        for labels, value in samples:
+            pairs = ",".join(f'{k}="{v}"' for k, v in {"node": node, **labels}.items())
+            lines.append(f"bluemind_ha_{name}{{{pairs}}} {value}")
+
+    metric("info", "The node, its peer and the storage method (always 1).",
+           [({"peer": report["peer"], "storage": storage.get("method", "")}, 1)])
+    metric("active", "1 when this node is the active one.", [({}, int(report["role"] == "active"))])
+    metric("role", "This node's role (one series per role, 1 for the current one).",
+           [({"role": r}, int(report["role"] == r)) for r in ("active", "activating", "passive")])
+    metric("vrrp_state", "keepalived's state on this node (1 for the current one).",
+           [({"state": s}, int(report["vrrp"] == s)) for s in ("MASTER", "BACKUP", "FAULT", "STOP", "UNKNOWN")])
+    metric("health_ok", "1 when this node is fine in its role (keepalived's check).", [({}, int(report["health"]["ok"]))])
+    metric("storage_ok", "1 when the storage is as the role needs it (DRBD UpToDate and connected; SAN a "
+           "working path and this node's key registered).", [({}, int(storage_ok(report)))])
+    if storage.get("method") == "san":
+        metric("san_paths", "Working paths to the SAN LUN (multipathd: active and ready).",
+               [({}, int(storage.get("active_paths") or 0))])
+    metric("mounted", "1 when the BlueMind filesystem is mounted here.", [({}, int(bool(report["mounted"])))])
+    metric("bluemind_running", "1 when BlueMind answers CORE_STATE_RUNNING here.",
+           [({}, int(report.get("bluemind") == "CORE_STATE_RUNNING"))])
+    metric("drained", "1 while an operator's drain is set.", [({}, int(bool(report["drained"])))])
+    metric("suspended", "1 while automatic failover is suspended.", [({}, int(bool(report.get("suspended"))))])
+    metric("release_pending", "1 while a storage release waits for the retry timer.",
+           [({}, int(bool(report.get("release_pending"))))])
+    last = report["transitions"][-1] if report["transitions"] else None
+    if last:
+        labels = {"transition": last.get("transition", ""), "outcome": last.get("outcome", "")}
+        metric("last_transition_ok", "1 when the last transition succeeded.",
+               [(labels, int(last.get("outcome") == "ok"))])
+        metric("last_transition_duration_seconds", "How long the last transition took.",
+               [(labels, last.get("seconds", 0))])
+        if last.get("ended"):
+            metric("last_transition_timestamp_seconds", "When the last transition ended (epoch).",
+                   [(labels, last["ended"])])
+            metric("seconds_since_last_transition", "Seconds since the last transition ended.",
+                   [(labels, max(0, round(now - last["ended"])))])
+    metric("metrics_timestamp_seconds", "When these metrics were written (epoch): alert when it stops moving.",
+           [({}, round(now, 3))])
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path, text):
+    """Write text to path through a temporary file in its directory and a rename:
+    a reader (node_exporter) never sees half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def set_flag(name, reason):
     """drain or suspend: a marker in RUN that the health check reads (a reboot
     clears it); says whether it was already set."""
@@ -921,10 +1052,28 @@ def main(argv):
             return retry(conf)
         if command in ("undrain", "resume"):
             return clear_flag({"undrain": "drain", "resume": "suspend"}[command])
+        if "--nagios" in args:
+            try:
+                code, line = nagios(status(conf))
+            except Exception as exc:  # pylint: disable=broad-exception-caught
+                code, line = 3, f"BLUEMIND-HA UNKNOWN - the status could not be read: {exc}"
+            print(line)
+            return code
         report = status(conf)
+        if "--prometheus" in args:
+            text = prometheus(report)
+            if "--output" in args[:-1]:
+                write_atomically(args[args.index("--output") + 1], text)
+            else:
+                print(text, end="")
+            return OK
         print(json.dumps(report, indent=2) if "--json" in args else human(report))
         return OK
     except HaError as exc:
+        if command == "status" and "--nagios" in args:
+            # The plugin guidelines' UNKNOWN, whatever went wrong (a missing configuration).
+            print(f"BLUEMIND-HA UNKNOWN - {exc}")
+            return 3
         log(f"{command}: failed (exit {exc.code}): {exc}", syslog.LOG_ERR)
         return exc.code
 

@@ -380,15 +380,25 @@ def test_bm_core_states_setup_and_data(core, tmp_path):
     assert wait_for(lambda: state(base) == "CORE_STATE_NOT_INSTALLED")
     assert put(base + "/api/test/mail/m1", b"early")[0] == 503
 
+    # Without admin0's password the vendor's option is missing: refused, nothing installed.
+    refused = cli(env, "setup", "install", "--external-url", "mail.lab.test", "--domain", "lab.test",
+                  "--sw-pass", "secret", "--host", "192.168.60.100")
+    assert refused.returncode == 2 and "--admin0-pass" in refused.stderr, refused.stderr
+    assert state(base) == "CORE_STATE_NOT_INSTALLED"
     done = cli(env, "setup", "install", "--external-url", "mail.lab.test", "--domain", "lab.test",
-               "--sw-pass", "secret", "--host", "192.168.60.100")
+               "--admin0-pass", "admin0-secret", "--sw-pass", "secret", "--host", "192.168.60.100")
     assert done.returncode == 0, done.stderr
     assert state(base) == "CORE_STATE_RUNNING"
     assert check_core(base + "/api/system/installation/state") == 0
     ini = (tmp_path / "etc-bm" / "bm.ini").read_text()
     assert "external-url = mail.lab.test" in ini and "host = 192.168.60.100" in ini
-    assert "secret" not in (tmp_path / "postgresql" / "bluemind.installed").read_text()
-    assert cli(env, "setup", "install", "--external-url", "x", "--domain", "y", "--sw-pass", "z").returncode == 1
+    record = json.loads((tmp_path / "postgresql" / "bluemind.installed").read_text())
+    assert "secret" not in json.dumps(record)
+    # Each password reached its own option.
+    assert record["admin0_pass_sha256"] == hashlib.sha256(b"admin0-secret").hexdigest()
+    assert record["sw_pass_sha256"] == hashlib.sha256(b"secret").hexdigest()
+    assert cli(env, "setup", "install", "--external-url", "x", "--domain", "y", "--admin0-pass", "a",
+               "--sw-pass", "z").returncode == 1
 
     body = os.urandom(4096)
     assert put(base + "/api/test/mail/m1", body)[0] == 201
@@ -417,7 +427,8 @@ def test_bm_core_states_setup_and_data(core, tmp_path):
 
 def test_cli_refuses_without_the_database_directory(tmp_path):
     env = dict(os.environ, BM_STANDIN_DB_DIR=str(tmp_path / "absent"), BM_STANDIN_ETC_DIR=str(tmp_path / "etc"))
-    assert cli(env, "setup", "install", "--external-url", "x", "--domain", "y", "--sw-pass", "z").returncode == 2
+    assert cli(env, "setup", "install", "--external-url", "x", "--domain", "y", "--admin0-pass", "a",
+               "--sw-pass", "z").returncode == 2
     assert cli(env, "setup", "upgrade").returncode == 1
     assert not (tmp_path / "etc").exists()
 

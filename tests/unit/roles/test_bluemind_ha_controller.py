@@ -4,6 +4,7 @@ order of the steps, idempotence, migration that never overwrites, escalation of 
 busy unmount, health in each role, and alerts that cannot block a failover."""
 import http.server
 import json
+import time
 import subprocess
 import threading
 from pathlib import Path
@@ -664,3 +665,97 @@ def test_a_drbd_demote_that_fails_is_not_left_to_the_retry_timer(node):
     fake.release_rc = 1
     assert module.deactivate(fake.conf, "test") == module.STORAGE
     assert not (fake.tmp / "run" / "release-pending").exists()
+
+
+# ---------------------------------------------------------------- monitoring (issue 31)
+
+def report_of(role="active", vrrp="MASTER", health=True, storage=None, drained=False, suspended=False,
+              pending=None, transitions=None, bluemind="CORE_STATE_RUNNING"):
+    return {"node": "node1", "peer": "node2", "role": role, "vrrp": vrrp, "drained": drained,
+            "suspended": suspended, "release_pending": pending,
+            "storage": storage or {"method": "drbd", "role": "Primary", "disk": "UpToDate", "connection": "Connected"},
+            "mounted": role == "active", "exposed": [], "units": {}, "bluemind": bluemind if role == "active" else None,
+            "transitions": transitions if transitions is not None else [
+                {"transition": "activate", "outcome": "ok", "seconds": 12.5, "ended": 1000.0}],
+            "health": {"ok": health, "why": "fine" if health else "BlueMind answers CORE_STATE_STARTING"}}
+
+
+# The keys of bluemind-ha-san status --json that the monitoring reads.
+SAN_OK = {"method": "san", "paths": [{"dm_state": "active"}] * 2, "active_paths": 2, "registered": ["node1", "node2"],
+          "registered_here": True, "holder": "node1"}
+
+
+@pytest.mark.parametrize("report,code,words", [
+    (report_of(), 0, ["BLUEMIND-HA OK", "node1 active (VRRP MASTER), BlueMind CORE_STATE_RUNNING: serving"]),
+    (report_of(role="passive", vrrp="BACKUP"), 0, ["ready to take over"]),
+    (report_of(health=False), 2, ["CRITICAL", "active but failing: BlueMind answers CORE_STATE_STARTING"]),
+    (report_of(role="passive", vrrp="MASTER"), 2, ["CRITICAL", "VRRP master but not active"]),
+    (report_of(role="activating", vrrp="MASTER"), 0, ["OK"]),
+    (report_of(role="passive", vrrp="BACKUP", health=False), 1, ["WARNING", "cannot take over"]),
+    (report_of(storage={"method": "drbd", "disk": "UpToDate", "connection": "StandAlone"}), 1,
+     ["storage degraded", "connection StandAlone"]),
+    (report_of(role="passive", vrrp="BACKUP", storage=dict(SAN_OK, registered_here=False)), 1,
+     ["storage degraded", "registered_here False"]),
+    (report_of(role="passive", vrrp="BACKUP", storage=dict(SAN_OK, active_paths=0)), 1,
+     ["storage degraded", "active_paths 0"]),
+    (report_of(role="passive", vrrp="FAULT", health=False, drained=True), 1, ["WARNING", "drained"]),
+    (report_of(suspended=True), 1, ["automatic failover suspended"]),
+    (report_of(role="passive", vrrp="BACKUP", storage=SAN_OK, pending={"reason": "x"}), 1,
+     ["storage release pending"]),
+    (report_of(transitions=[{"transition": "deactivate", "outcome": "failed", "seconds": 3,
+                             "ended": time.time() - 60, "time": "2026-12-06T03:00:00+0000"}]), 1,
+     ["last transition deactivate failed at 2026-12-06T03:00:00+0000"]),
+    # A day later the failed transition no longer warns: the node's state speaks.
+    (report_of(transitions=[{"transition": "deactivate", "outcome": "failed", "seconds": 3,
+                             "ended": time.time() - 90000}]), 0, ["serving"]),
+])
+def test_the_nagios_plugin_mode_follows_the_plugin_guidelines(load_program, report, code, words):
+    module = load_program(SOURCE)
+    got, line = module.nagios(report)
+    assert got == code, line
+    assert "\n" not in line and line.count(" | ") == 1
+    for word in words:
+        assert word in line, line
+    perf = line.split(" | ")[1]
+    assert f"active={int(report['role'] == 'active')};;;0;1" in perf and "last_transition_seconds=" in perf
+
+
+def test_the_nagios_mode_is_unknown_without_a_configuration(load_program, tmp_path, capsys):
+    module = load_program(SOURCE)
+    assert module.main(["--config", str(tmp_path / "missing.json"), "status", "--nagios"]) == 3
+    assert capsys.readouterr().out.startswith("BLUEMIND-HA UNKNOWN - ")
+
+
+def test_the_prometheus_metrics_describe_the_node(load_program):
+    module = load_program(SOURCE)
+    text = module.prometheus(report_of(role="passive", vrrp="BACKUP", storage=SAN_OK), now=1060.4)
+    lines = text.splitlines()
+    samples = {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in lines if not line.startswith("#")}
+    assert samples['bluemind_ha_active{node="node1"}'] == "0"
+    assert samples['bluemind_ha_role{node="node1",role="passive"}'] == "1"
+    assert samples['bluemind_ha_role{node="node1",role="active"}'] == "0"
+    assert samples['bluemind_ha_vrrp_state{node="node1",state="BACKUP"}'] == "1"
+    assert samples['bluemind_ha_storage_ok{node="node1"}'] == "1"
+    assert samples['bluemind_ha_san_paths{node="node1"}'] == "2"
+    assert samples['bluemind_ha_info{node="node1",peer="node2",storage="san"}'] == "1"
+    labels = 'node="node1",transition="activate",outcome="ok"'
+    assert samples[f"bluemind_ha_last_transition_ok{{{labels}}}"] == "1"
+    assert samples[f"bluemind_ha_seconds_since_last_transition{{{labels}}}"] == "60"
+    assert samples['bluemind_ha_metrics_timestamp_seconds{node="node1"}'] == "1060.4"
+    # Every series has its HELP and TYPE, once.
+    names = {line.split("{")[0] for line in lines if not line.startswith("#")}
+    for name in names:
+        assert lines.count(f"# TYPE {name} gauge") == 1 and sum(x.startswith(f"# HELP {name} ") for x in lines) == 1
+
+
+def test_the_metrics_file_is_replaced_atomically_and_readable(node, tmp_path, monkeypatch):
+    module, fake = node
+    module.activate(fake.conf, "test")
+    monkeypatch.setattr(module, "read_proc_drbd_disk", lambda conf: "UpToDate")
+    target = tmp_path / "textfile" / "bluemind_ha.prom"
+    config = str(tmp_path / "local" / "controller.json")
+    monkeypatch.setattr(module, "load", lambda path: fake.conf)
+    assert module.main(["--config", config, "status", "--prometheus", "--output", str(target)]) == 0
+    assert 'bluemind_ha_active{node="node1"} 1' in target.read_text()
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in target.parent.iterdir()] == ["bluemind_ha.prom"]

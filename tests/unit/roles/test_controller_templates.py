@@ -58,3 +58,56 @@ def test_secrets_stay_in_the_root_only_alert_file():
 ])
 def test_the_san_grace_is_the_time_multipath_queues_without_a_path(storage, inventory, grace):
     assert render("controller.json.j2", bluemind_ha_storage=storage, **inventory)["storage_grace"] == grace
+
+
+def role_defaults(**inventory):
+    variables = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    variables.update({"inventory_hostname": "node1", "ansible_play_hosts_all": ["node1", "node2"],
+                      "bluemind_ha_storage": "drbd", "bluemind_version": "5.1.100"})
+    variables.update(inventory)
+    return variables
+
+
+def installed_unit(path, **inventory):
+    """A unit of the controller's ha_files task, rendered with the role's defaults."""
+    tasks = yaml.safe_load((ROLE / "tasks" / "install.yml").read_text())
+    files = next(t for t in tasks if "bluemind_ha.cluster.ha_files" in t)["bluemind_ha.cluster.ha_files"]["files"]
+    entry = next(f for f in files if f["path"] == path)
+    return Templar(loader=DataLoader(), variables=role_defaults(**inventory)).template(trust_as_template(entry["content"]))
+
+
+def test_the_metrics_timer_writes_the_textfile_every_interval():
+    service = installed_unit("/etc/systemd/system/bluemind-ha-metrics.service",
+                             controller_metrics_path="/srv/textfile/bluemind_ha.prom")
+    assert "ExecStart=/usr/local/sbin/bluemind-ha status --prometheus --output /srv/textfile/bluemind_ha.prom" in service
+    assert "Type=oneshot" in service
+    timer = installed_unit("/etc/systemd/system/bluemind-ha-metrics.timer", controller_metrics_interval=45)
+    assert "OnUnitActiveSec=45" in timer and "WantedBy=timers.target" in timer
+
+
+@pytest.mark.parametrize("overrides,problem", [
+    ({}, None),
+    ({"controller_metrics_path": "relative/bluemind_ha.prom"}, "controller_metrics_path"),
+    ({"controller_metrics_path": "/var/lib/node exporter/x.prom"}, "controller_metrics_path"),
+    ({"controller_metrics_path": "/var/lib/prometheus/"}, "controller_metrics_path"),
+    ({"controller_metrics_interval": 5}, "controller_metrics_interval"),
+    ({"controller_metrics_interval": "often"}, "controller_metrics_interval"),
+])
+def test_validation_refuses_a_metrics_path_or_interval_it_cannot_use(overrides, problem):
+    task = yaml.safe_load((ROLE / "tasks" / "validate.yml").read_text())[0]
+    variables = role_defaults(**overrides)
+    templar = Templar(loader=DataLoader(), variables=variables)
+    for key, value in list(variables.items()):
+        if isinstance(value, str) and "{{" in value:
+            variables[key] = templar.template(trust_as_template(value))
+    def trusted(value):
+        if isinstance(value, dict):
+            return {k: trusted(v) for k, v in value.items()}
+        return trust_as_template(value) if isinstance(value, str) else value
+    variables.update(trusted(task["vars"]))
+    templar = Templar(loader=DataLoader(), variables=variables)
+    problems = templar.template(trust_as_template("{{ __controller_problems }}"))
+    if problem is None:
+        assert problems == [], problems
+    else:
+        assert len(problems) == 1 and problems[0].startswith(problem), problems

@@ -2,11 +2,18 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """TEST DOUBLE of BlueMind's bm-cli setup commands, for the lab only.
 
-    bm-cli setup install --external-url FQDN --domain DOMAIN --sw-pass PASSWORD [--host IP]
+    bm-cli setup install --external-url FQDN --domain DOMAIN --admin0-pass PASSWORD
+                         --sw-pass PASSWORD [--host IP]
         Records the installation in the database directory (DB_DIR/bluemind.installed,
-        JSON; the stand-in bm-core then answers CORE_STATE_RUNNING) and writes
-        ETC_DIR/bm.ini (external-url, host). Exit 1 when BlueMind is already
-        installed, 2 when the database directory does not exist (storage not there).
+        JSON, with the SHA-256 of each password; the stand-in bm-core then answers
+        CORE_STATE_RUNNING) and writes ETC_DIR/bm.ini (external-url, host). Exit 1
+        when BlueMind is already installed, 2 when the database directory does not
+        exist (storage not there).
+        Two passwords, as the vendor's command has them (bluemind-doc's CLI page and
+        the 4.4 release notes, ../shared/bluemind-notes.md "Setup CLI"):
+        --admin0-pass is admin0's, --sw-pass the Setup Wizard's. The sources do not
+        say whether --admin0-pass may be left out; the stand-in takes the stricter
+        reading and requires it (argparse exits 2 without it).
     bm-cli setup upgrade
         Records the version of bm-core it upgraded to in DB_DIR/bluemind.schema-version
         (and appends it to DB_DIR/bluemind.upgrades). Exit 0; 1 when not installed.
@@ -77,6 +84,7 @@ def setup_install(args, db_dir: str, etc_dir: str) -> int:
     write_durably(os.path.join(db_dir, SCHEMA_NAME), version + "\n")
     write_durably(marker, json.dumps({
         "external_url": args.external_url, "domain": args.domain, "host": host, "version": version,
+        "admin0_pass_sha256": hashlib.sha256(args.admin0_pass.encode()).hexdigest(),
         "sw_pass_sha256": hashlib.sha256(args.sw_pass.encode()).hexdigest(), "time": time.time(),
     }) + "\n", 0o600)
     print(f"BlueMind {version} installed: https://{args.external_url}/, domain {args.domain}")
@@ -106,7 +114,8 @@ def main(argv=None) -> int:
     install = setup.add_parser("install", help="set up a new BlueMind")
     install.add_argument("--external-url", required=True)
     install.add_argument("--domain", required=True)
-    install.add_argument("--sw-pass", required=True)
+    install.add_argument("--admin0-pass", required=True, help="admin0's password")
+    install.add_argument("--sw-pass", required=True, help="the Setup Wizard's password")
     install.add_argument("--host", help="address written to bm.ini (default: the external URL's)")
     setup.add_parser("upgrade", help="upgrade the data to the installed version")
     args = parser.parse_args(argv)
