@@ -108,7 +108,8 @@ def check_execution_environment(tmp: Path, tarball: Path, installed: Path) -> in
     work.mkdir()
     (work / definition.name).write_text(definition.read_text())
     (work / tarball.name).write_bytes(tarball.read_bytes())
-    rc = sh(builder, "create", "-f", str(work / definition.name), "-c", str(work / "context"), cwd=work)
+    rc = sh(builder, "create", "-f", str(work / definition.name), "-c", str(work / "context"),
+            "--output-filename", "Containerfile", cwd=work)
     containerfile = work / "context" / "Containerfile"
     if rc or not containerfile.exists() or not (work / "context" / "_build" / "collections" / tarball.name).exists():
         print("ansible-builder create wrote no build context with the collection's tarball")

@@ -34,13 +34,19 @@ from typing import Callable
 STALL_MARKERS = re.compile(
     r"BUG: soft lockup|detected stalls? on CPUs|self-detected stall|rcu_preempt kthread timer wakeup"
     r"|blocked for more than \d+ seconds|not syncing: softlockup")
+# The host is itself a VM: when its hypervisor takes more than this share of its
+# CPU time (steal), every guest step is slower than the suite's bounds assume.
+STEAL_LIMIT = 0.10
 
 
-def cpu_times(proc: Path = Path("/proc")) -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+def cpu_times(proc: Path = Path("/proc")) -> tuple[int, int, int]:
+    """(busy, total, steal) jiffies of all CPUs since boot, from /proc/stat.
+    Steal is the time the hypervisor ran something else while this host (itself
+    a VM) wanted its CPUs: counted as busy here, and reported apart."""
     fields = [int(x) for x in (proc / "stat").read_text().splitlines()[0].split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields) - idle, sum(fields)
+    steal = fields[7] if len(fields) > 7 else 0
+    return sum(fields) - idle, sum(fields), steal
 
 
 def load1(proc: Path = Path("/proc")) -> float:
@@ -67,6 +73,7 @@ class Sample:
     load1: float
     own_vcpus: int
     other_labs: dict[str, int]   # lab -> vCPUs
+    steal: float = 0.0   # share of the host's CPU time its hypervisor took, 0..1
 
 
 @dataclass
@@ -96,8 +103,13 @@ class Report:
         return len(shared) * interval
 
     @property
+    def steal(self) -> float:
+        """Mean share of the host's CPU time its hypervisor took (0..1)."""
+        return sum(s.steal for s in self.samples) / len(self.samples) if self.samples else 0.0
+
+    @property
     def oversubscribed(self) -> bool:
-        return bool(self.other_labs or self.stalls)
+        return bool(self.other_labs or self.stalls or self.steal > STEAL_LIMIT)
 
     def reasons(self) -> list[str]:
         out = []
@@ -106,6 +118,8 @@ class Report:
             out.append(f"other labs ran beside it for about {self.shared_seconds:.0f} s: {labs}")
         if self.stalls:
             out.append(f"the guests reported {len(self.stalls)} stall(s), first: {self.stalls[0]}")
+        if self.steal > STEAL_LIMIT:
+            out.append(f"the hypervisor under this host took {100 * self.steal:.0f}% of its CPU time (steal)")
         return out
 
     def summary(self) -> str:
@@ -115,7 +129,8 @@ class Report:
         figures = (f"{self.cores} CPU(s), this lab's VMs {own} vCPU(s); CPU busy "
                    + (f"{100 * sum(busy) / len(busy):.0f}% on average" if busy else "not sampled")
                    + (f", load average (1 min) mean {sum(loads) / len(loads):.1f} max {max(loads):.1f}"
-                      if loads else ""))
+                      if loads else "")
+                   + (f", steal {100 * self.steal:.0f}%" if busy else ""))
         if self.oversubscribed:
             return (f"host OVERSUBSCRIBED during {self.lab} ({figures}): " + "; ".join(self.reasons())
                     + ". A failed check here may be the host's, not the product's: run it again alone.")
@@ -136,13 +151,14 @@ class HostWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = 0.0
-        self._last = (0, 0)
+        self._last = (0, 0, 0)
 
     def sample(self) -> None:
-        busy, total = cpu_times(self.proc)
-        last_busy, last_total = self._last
+        busy, total, steal = cpu_times(self.proc)
+        last_busy, last_total, last_steal = self._last
         share = (busy - last_busy) / (total - last_total) if total > last_total else 0.0
-        self._last = (busy, total)
+        stolen = (steal - last_steal) / (total - last_total) if total > last_total else 0.0
+        self._last = (busy, total, steal)
         own, others = 0, {}
         for process in self.processes():
             lab = lab_of(process["name"])
@@ -151,7 +167,7 @@ class HostWatch:
                 own += count
             else:
                 others[lab] = others.get(lab, 0) + count
-        self.samples.append(Sample(time.time(), share, load1(self.proc), own, others))
+        self.samples.append(Sample(time.time(), share, load1(self.proc), own, others, stolen))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -24,8 +24,8 @@ def third_party_imports(path: Path) -> set[str]:
             names |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n not in ("ansible", "ansible_collections",
-                                                                              "__future__")}
+    ours = ("ansible", "ansible_collections", "__future__")
+    return {n for n in names if n not in sys.stdlib_module_names and n not in ours}
 
 
 def declared(kind: str) -> list[str]:

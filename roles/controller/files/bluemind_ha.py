@@ -912,9 +912,9 @@ def nagios(report):
     elif role == "passive" and not health["ok"] and not report["drained"] and not report.get("suspended"):
         problem(1, f"cannot take over: {health['why']}")
     if not storage_ok(report):
-        problem(1, "storage degraded: " + ", ".join(f"{k} {v}" for k, v in report["storage"].items()
-                                                  if k in ("disk", "connection", "active_paths", "registered_here",
-                                                           "error")))
+        shown = ("disk", "connection", "active_paths", "registered_here", "error")
+        problem(1, "storage degraded: " + ", ".join(
+            f"{k} {v}" for k, v in report["storage"].items() if k in shown))
     if report["drained"]:
         problem(1, "drained")
     if report.get("suspended"):

@@ -11,11 +11,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
 import hostwatch  # noqa: E402  pylint: disable=wrong-import-position
 
 
-def fake_proc(tmp_path: Path, busy: int, idle: int, load: float) -> Path:
+def fake_proc(tmp_path: Path, busy: int, idle: int, load: float, steal: int = 0) -> Path:
     proc = tmp_path / "proc"
     proc.mkdir(exist_ok=True)
     # user nice system idle iowait irq softirq steal
-    (proc / "stat").write_text(f"cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 1 0 0 1 0 0 0 0 0 0\n")
+    (proc / "stat").write_text(f"cpu  {busy} 0 0 {idle} 0 0 0 {steal} 0 0\ncpu0 1 0 0 1 0 0 0 0 0 0\n")
     (proc / "loadavg").write_text(f"{load} 1.00 0.50 2/200 4242\n")
     return proc
 
@@ -95,3 +95,27 @@ def test_the_thread_samples_until_stopped(tmp_path):
         time.sleep(0.01)
     report = watch.stop([])
     assert len(report.samples) >= 3 and report.seconds > 0
+
+
+def test_a_host_whose_hypervisor_takes_its_cpu_is_oversubscribed(tmp_path):
+    own = [qemu("molecule-drbd", "node1", "2")]
+    proc = fake_proc(tmp_path, 0, 0, 0.0)
+    watch = hostwatch.HostWatch("molecule-drbd", lambda: own, interval=3600, proc=proc).start()
+    # 100 jiffies per sample: 60 user, 25 steal (busy 85), 15 idle.
+    for n in (1, 2):
+        fake_proc(tmp_path, 60 * n, 15 * n, 3.0, steal=25 * n)
+        watch.sample()
+    report = watch.stop([])
+    assert [round(s.steal, 2) for s in report.samples] == [0.25, 0.25]
+    assert report.oversubscribed and report.verdict() == "host OVERSUBSCRIBED"
+    assert "took 25% of its CPU time (steal)" in report.summary() and "steal 25%" in report.summary()
+
+
+def test_a_little_steal_is_reported_but_not_a_verdict(tmp_path):
+    own = [qemu("molecule-drbd", "node1", "2")]
+    proc = fake_proc(tmp_path, 0, 0, 0.0)
+    watch = hostwatch.HostWatch("molecule-drbd", lambda: own, interval=3600, proc=proc).start()
+    fake_proc(tmp_path, 90, 8, 3.0, steal=2)
+    watch.sample()
+    report = watch.stop([])
+    assert not report.oversubscribed and "steal 2%" in report.summary()

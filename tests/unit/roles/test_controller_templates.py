@@ -100,6 +100,7 @@ def test_validation_refuses_a_metrics_path_or_interval_it_cannot_use(overrides, 
     for key, value in list(variables.items()):
         if isinstance(value, str) and "{{" in value:
             variables[key] = templar.template(trust_as_template(value))
+
     def trusted(value):
         if isinstance(value, dict):
             return {k: trusted(v) for k, v in value.items()}

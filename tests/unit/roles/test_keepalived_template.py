@@ -23,7 +23,7 @@ def render(vips, **overrides):
         "keepalived_router_id": 51, "keepalived_router_id6": 52, "keepalived_effective_priority": 150,
         "keepalived_advert_int": 1, "keepalived_unicast": True, "keepalived_garp_delay": 1,
         "keepalived_garp_repeat": 3, "keepalived_garp_refresh": 60,
-        "keepalived_realtime_priority": 10, "keepalived_realtime_limit": 1000,
+        "keepalived_nice": -15, "keepalived_realtime_priority": 0, "keepalived_realtime_limit": 1000,
         "keepalived_lock_memory": True,
         "preflight_pair": {"vips": vips, "addresses_by_family": {
             "ipv4": {"node1": "192.168.60.11", "node2": "192.168.60.12"},
@@ -78,30 +78,49 @@ def global_defs(text):
     return text[start:text.index("\n}\n", start)]
 
 
-def test_vrrp_process_is_real_time_and_locked_in_memory_by_default():
+def test_role_defaults_match_the_rendering_defaults_here():
+    defaults = yaml.safe_load((TEMPLATE.parents[1] / "defaults" / "main.yml").read_text())
+    for key in ("keepalived_nice", "keepalived_realtime_priority", "keepalived_realtime_limit",
+                "keepalived_lock_memory"):
+        assert key in defaults
+    assert (defaults["keepalived_nice"], defaults["keepalived_realtime_priority"]) == (-15, 0)
+
+
+def test_vrrp_process_is_favoured_by_nice_and_locked_in_memory_by_default():
     block = global_defs(render([V4]))
+    assert "vrrp_priority -15" in block and "vrrp_no_swap" in block
+    # keepalived's real-time mode kills its VRRP process at a reload (it restores an
+    # RLIMIT_RTTIME it never saved): off unless asked for.
+    assert "vrrp_rt_priority" not in block and "vrrp_rlimit_rttime" not in block
+
+
+def test_real_time_when_asked_replaces_the_nice_value():
+    block = global_defs(render([V4], keepalived_realtime_priority=10, keepalived_nice=0))
     # keepalived's own default bound (10 ms) killed the VRRP process at every start in the lab.
     assert "vrrp_rt_priority 10" in block and "vrrp_rlimit_rttime 1000000" in block
-    assert "vrrp_no_swap" in block
+    assert "vrrp_priority " not in block
 
 
-def test_real_time_and_memory_lock_can_be_turned_off():
-    block = global_defs(render([V4], keepalived_realtime_priority=0, keepalived_lock_memory=False))
-    assert "vrrp_rt_priority" not in block and "vrrp_rlimit_rttime" not in block and "vrrp_no_swap" not in block
+def test_nice_and_memory_lock_can_be_turned_off():
+    block = global_defs(render([V4], keepalived_nice=0, keepalived_lock_memory=False))
+    assert "vrrp_priority" not in block and "vrrp_rt_priority" not in block and "vrrp_no_swap" not in block
 
 
-@pytest.mark.parametrize("priority,limit,accepted", [
-    (0, 1000, True), (1, 1000, True), (10, 1000, True), (99, 1000, True), (100, 1000, False), (-1, 1000, False),
-    (10, 100, True), (10, 60000, True), (10, 10, False), (10, 60001, False),
+@pytest.mark.parametrize("nice,priority,limit,accepted", [
+    (-15, 0, 1000, True), (0, 1, 1000, True), (0, 10, 1000, True), (0, 99, 1000, True), (0, 100, 1000, False),
+    (0, -1, 1000, False), (0, 10, 100, True), (0, 10, 60000, True), (0, 10, 10, False), (0, 10, 60001, False),
+    (-20, 0, 1000, True), (19, 0, 1000, True), (-21, 0, 1000, False), (20, 0, 1000, False),
+    (-15, 10, 1000, False),
 ])
-def test_validation_bounds_the_real_time_priority_and_its_cpu_limit(priority, limit, accepted):
+def test_validation_bounds_the_vrrp_process_scheduling(nice, priority, limit, accepted):
     tasks = yaml.safe_load((TEMPLATE.parents[1] / "tasks" / "validate.yml").read_text())
-    task = next(t for t in tasks if t["name"] == "Check the real-time priority of the VRRP process")
-    variables = {"keepalived_realtime_priority": priority, "keepalived_realtime_limit": limit}
+    task = next(t for t in tasks if t["name"] == "Check the scheduling of the VRRP process")
+    variables = {"keepalived_nice": nice, "keepalived_realtime_priority": priority, "keepalived_realtime_limit": limit}
     templar = Templar(loader=DataLoader(), variables=variables)
     results = [templar.template(trust_as_template("{{ " + cond + " }}")) for cond in task["ansible.builtin.assert"]["that"]]
     assert all(results) is accepted
-    assert "keepalived_realtime_priority" in task["ansible.builtin.assert"]["fail_msg"]
+    for name in variables:
+        assert name in task["ansible.builtin.assert"]["fail_msg"]
 
 
 VRRP = TEMPLATE.parent / "vrrp.j2"
