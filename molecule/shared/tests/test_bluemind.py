@@ -433,15 +433,18 @@ def rerun_playbook(tmp_path: Path) -> tuple[str, bool]:
     return str(play), mode != "storage"
 
 
-# What a re-run with keepalived in it is asked to change: keepalived's check interval (the lab
-# converges with 4). It must reload keepalived (SIGHUP: the master keeps the
-# floating IP), not restart it, and change nothing else.
-KEEPALIVED_CHANGE = {"keepalived_check_interval": 5}
-KEEPALIVED_TASKS = ("Install the VRRP configuration", "Reload keepalived")
+# What a re-run with keepalived in it is asked to change: a VRRP setting (the
+# gratuitous ARP refresh, 60 s in the lab) and the health watcher's interval (1 s
+# in the lab). keepalived must reload (SIGHUP: the master keeps the floating IP),
+# not restart; the watcher restarts with its new interval and carries its verdict
+# over; nothing else changes.
+KEEPALIVED_CHANGE = {"keepalived_garp_refresh": 90, "keepalived_check_interval": 2}
+KEEPALIVED_TASKS = ("Install the VRRP configuration", "Reload keepalived", "Install the health watcher's unit",
+                    "Start the health watcher")
 
 
-def keepalived_pid(node: str) -> str:
-    return labtopo.vm(node).check_output("systemctl show -p MainPID --value keepalived")
+def keepalived_pid(node: str, unit: str = "keepalived") -> str:
+    return labtopo.vm(node).check_output(f"systemctl show -p MainPID --value {unit}")
 
 
 def test_a_second_site_run_after_failovers_changes_only_what_was_asked_and_moves_nothing(
@@ -452,6 +455,7 @@ def test_a_second_site_run_after_failovers_changes_only_what_was_asked_and_moves
     if with_keepalived:
         extra.update(KEEPALIVED_CHANGE)
     pids = {n: keepalived_pid(n) for n in NODES}
+    watchers = {n: keepalived_pid(n, "bluemind-ha-health") for n in NODES}
     report = labtopo.run_playbook(playbook, inventory, extra)
     assert report["rc"] == 0, report["stderr"]
     changed = [(name, host) for name, host, r in labtopo.task_results(report) if r.get("changed")]
@@ -462,7 +466,11 @@ def test_a_second_site_run_after_failovers_changes_only_what_was_asked_and_moves
             assert sorted(host for name, host in changed if task in name) == sorted(NODES), (task, changed)
         assert {n: keepalived_pid(n) for n in NODES} == pids, "keepalived was restarted, not reloaded"
         for node in NODES:
-            assert "interval 5" in labtopo.vm(node).check_output("cat /etc/keepalived/keepalived.conf")
+            assert "garp_master_refresh 90" in labtopo.vm(node).check_output("cat /etc/keepalived/keepalived.conf")
+            unit = labtopo.vm(node).check_output("systemctl cat bluemind-ha-health")
+            assert "--interval 2 " in unit, unit
+            assert keepalived_pid(node, "bluemind-ha-health") not in ("0", watchers[node]), "the watcher kept running"
+            assert labtopo.vm(node).check_output("cat /run/bluemind-ha/health/verdict") == "1"
     else:
         assert changed == [], changed
     assert holder() == active and state_through_vip(other(active)) == "CORE_STATE_RUNNING"

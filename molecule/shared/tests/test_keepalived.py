@@ -129,6 +129,32 @@ def test_the_vrrp_process_is_favoured_and_locked_in_memory():
         assert int(locked) > 0, f"{node}: the VRRP process has no memory locked (VmLck {locked} kB)"
 
 
+def test_keepalived_reads_a_verdict_and_starts_no_process_to_check():
+    """The health check costs keepalived nothing and cannot time out (issue 27):
+    keepalived tracks the verdict file of the health watcher (track_file), which
+    renews it every interval; in 5 s keepalived's VRRP process forks nothing."""
+    interval = float(labtopo.inventory_vars("bluemind_ha")["keepalived_check_interval"])
+    for node in NODES:
+        host = labtopo.vm(node)
+        assert host.check_output("systemctl is-active bluemind-ha-health") == "active"
+        assert host.check_output("cat /run/bluemind-ha/health/verdict") == "1", node
+        conf = host.check_output("cat /etc/keepalived/keepalived.conf")
+        assert "track_file bluemind_ha_health" in conf and "vrrp_script bluemind_ha_health" not in conf
+        main = host.check_output("systemctl show -p MainPID --value keepalived")
+        # Processes whose parent is keepalived's VRRP process, and the verdict's
+        # age, sampled each 0.5 s for 5 s (one SSH command).
+        samples = host.check_output(
+            f"kids=$(ps -o pid= --ppid {main} | tr -s ' \\n' ',' | sed 's/^,//;s/,$//'); for i in $(seq 10); do "
+            "echo $(ps -o pid= --ppid $kids | wc -l) $(( $(date +%s) - $(stat -c %Y /run/bluemind-ha/health/verdict.json) ));"
+            " sleep 0.5; done").splitlines()
+        forks = [int(line.split()[0]) for line in samples]
+        ages = [int(line.split()[1]) for line in samples]
+        assert forks == [0] * len(samples), f"{node}: keepalived's VRRP process had children {forks}"
+        assert max(ages) <= interval + 3, f"{node}: the verdict was not renewed every {interval} s: ages {ages}"
+        report = json.loads(host.check_output("bluemind-ha status --json"))
+        assert report["verdict"]["ok"] is True and report["verdict"]["stale"] is False, report["verdict"]
+
+
 def test_stopping_keepalived_moves_the_ip_even_when_its_stop_notify_is_lost():
     """Stopping keepalived on the holder moves the floating IP and BlueMind to the
     peer, for good. The hard case of it: keepalived kills the scripts still running

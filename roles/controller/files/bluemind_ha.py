@@ -13,11 +13,22 @@ usage: bluemind-ha [--config FILE] COMMAND [ARGS]
   deactivate [--reason TEXT]  the reverse; a filesystem that will not unmount is
                               freed by stopping its holders, and as a last resort
                               the node reboots: a node never keeps the storage
-  health                      exit 0 when this node is fine in its role (keepalived's
-                              check): active, BlueMind answers; passive, it could
-                              take over; an activation in progress counts as fine
+  health                      exit 0 when this node is fine in its role: active,
+                              BlueMind answers; passive, it could take over; an
+                              activation in progress counts as fine
+  health --watch FILE [--interval S] [--fall N] [--rise N] [--timeout S]
+                              the health verdict keepalived reads (its track_file,
+                              no process started per check): a long-running
+                              watcher (bluemind-ha-health.service) checks every S
+                              seconds and writes 1 (healthy) or 0 (failing) to
+                              FILE once N checks in a row failed (or passed); each
+                              check also writes FILE.json (verdict, why, time) for
+                              status; it pings systemd's watchdog after each check
   notify STATE                keepalived's entry point: MASTER starts the activate
-                              unit, BACKUP, FAULT and STOP the deactivate unit
+                              unit, BACKUP, FAULT and STOP the deactivate unit; a
+                              FAULT during an activation does not stop it (the
+                              activation finishes on its own bounds, then hands
+                              over if the node is no longer master)
   status [--json]             role, VRRP state, storage, mounts, services,
                               BlueMind's state, the last transitions, the peer as
                               the storage sees it
@@ -74,6 +85,8 @@ CONFIG = "/etc/bluemind-ha/controller.json"
 RUN = "/run/bluemind-ha"
 # Written by keepalived's unprivileged check (the role makes it its own).
 HEALTH_DIR = "/run/bluemind-ha/health"
+# The health watcher's verdict, which keepalived tracks (role keepalived).
+VERDICT = "/run/bluemind-ha/health/verdict"
 HISTORY = "/var/lib/bluemind-ha/transitions.jsonl"
 OK, FAILED, USAGE, BUSY, STORAGE = 0, 1, 2, 3, 4
 READY_STATES = ("CORE_STATE_RUNNING",)
@@ -252,12 +265,18 @@ def units_in_order(conf):
     return [u for u in conf["units_before"] + [conf["target"]] + conf["units_after"] if unit_exists(u)]
 
 
+UNITS_TIMEOUT = 10
+
+
 def units_down(conf):
     """The installed units of BlueMind's start order that are not running (one
     systemctl call: the health check runs every few seconds)."""
     units = conf["units_before"] + [conf["target"]] + conf["units_after"]
-    proc = subprocess.run(["systemctl", "show", "-p", "Id", "-p", "LoadState", "-p", "ActiveState", "--", *units],
-                          capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(["systemctl", "show", "-p", "Id", "-p", "LoadState", "-p", "ActiveState", "--", *units],
+                              capture_output=True, text=True, check=False, timeout=UNITS_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return [f"systemd did not say within {UNITS_TIMEOUT} s"]
     down = []
     for block in proc.stdout.strip().split("\n\n"):
         fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
@@ -600,7 +619,19 @@ def activate(conf, reason):
     finally:
         remove_marker("activating")
     transition.finish("ok")
+    hand_over_if_not_master()
     return OK
+
+
+def hand_over_if_not_master():
+    """After an activation: a FAULT that came during it (notify let it finish)
+    still stands, so the deactivation follows. Started without waiting; it stops
+    this unit (Conflicts=), whose work is done."""
+    state = vrrp_state()
+    if state in ("FAULT", "BACKUP", "STOP"):
+        log(f"activate: VRRP is {state} now; starting the deactivation", syslog.LOG_WARNING)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        run(["systemctl", "start", "--no-block", "bluemind-ha-deactivate.service"], 30, check=False)
 
 
 def deactivate(conf, reason):
@@ -802,8 +833,153 @@ def health(conf):
     return (OK if ready else FAILED), f"passive, {why}"
 
 
+# ---------------------------------------------------------------- the health watcher
+
+def sd_notify(message):
+    """systemd's notification protocol (sd_notify(3)), without libsystemd: nothing
+    outside a unit that asked for it (NOTIFY_SOCKET unset)."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError:
+        return False
+    return True
+
+
+def read_verdict(path):
+    """The verdict keepalived reads: True (1), False (0), None (no file yet)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() != "0"
+    except OSError:
+        return None
+
+
+class Verdict:
+    """The checks' results through fall and rise: the verdict changes only after
+    fall failed checks in a row (rise passed ones). Without an earlier verdict the
+    first check decides."""
+
+    def __init__(self, ok, fall, rise):
+        self.ok, self.fall, self.rise, self.streak = ok, fall, rise, 0
+
+    def update(self, passed):
+        """Count one check; True when the verdict changed."""
+        if self.ok is None or passed == self.ok:
+            changed, self.ok, self.streak = self.ok is None, passed, 0
+            return changed
+        self.streak += 1
+        if self.streak < (self.rise if passed else self.fall):
+            return False
+        self.ok, self.streak = passed, 0
+        return True
+
+
+def watch_options(args):
+    """health --watch FILE [--interval S] [--fall N] [--rise N] [--timeout S]."""
+    values = {"--watch": None, "--interval": "1", "--fall": "2", "--rise": "2", "--timeout": "30"}
+    rest = list(args)
+    while rest:
+        name = rest.pop(0)
+        if name not in values or not rest:
+            raise HaError(USAGE, "usage: bluemind-ha health [--watch FILE [--interval S] [--fall N] [--rise N] "
+                                 "[--timeout S]]")
+        values[name] = rest.pop(0)
+    try:
+        options = {"path": values["--watch"], "interval": float(values["--interval"]),
+                   "fall": int(values["--fall"]), "rise": int(values["--rise"]), "timeout": float(values["--timeout"])}
+    except ValueError as exc:
+        raise HaError(USAGE, f"health --watch: {exc}") from exc
+    if not options["path"] or options["interval"] <= 0 or options["fall"] < 1 or options["rise"] < 1 \
+            or options["timeout"] <= options["interval"]:
+        raise HaError(USAGE, "health --watch: a FILE, an interval above 0, fall and rise of at least 1, and a "
+                             "timeout above the interval")
+    return options
+
+
+def changed_since(paths, seen):
+    """Whether any of paths has another modification time than seen (updated)."""
+    changed = False
+    for path in paths:
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            mtime = None
+        changed = changed or (path in seen and seen[path] != mtime)
+        seen[path] = mtime
+    return changed
+
+
+def watch(path, options, checks=None, clock=time.monotonic, sleep=time.sleep, rounds=None):
+    """The health watcher: check every interval, write the verdict keepalived reads
+    (path: 1 healthy, 0 failing; written when it changes, atomically: keepalived
+    reads it on the rename) and its details (path.json, at every check), then ping
+    systemd's watchdog. A check that raises counts as failed. The configuration is
+    read again when it changes; when the program itself changes the watcher exits
+    0 and systemd starts the new one (Restart=always), which carries the verdict on
+    from the file. checks: a function returning (code, why), for the tests."""
+    verdict = Verdict(read_verdict(options["path"]), options["fall"], options["rise"])
+    programs = [os.path.abspath(__file__), os.path.abspath(nodelib.__file__)]
+    seen = {}
+    changed_since(programs + [path], seen)
+    conf = None
+    done = 0
+    while rounds is None or done < rounds:
+        started = clock()
+        if changed_since(programs, seen):
+            log("health: the program changed; exiting for systemd to start the new one")
+            return OK
+        try:
+            if conf is None or changed_since([path], seen):
+                conf = load(path)
+            code, why = checks() if checks else health(conf)
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            code, why = FAILED, f"the check could not run: {exc}"
+        if verdict.update(code == OK) or read_verdict(options["path"]) is None:
+            write_atomically(options["path"], "1\n" if verdict.ok else "0\n")
+            log(f"health: verdict {'healthy' if verdict.ok else 'failing'} ({why})",
+                syslog.LOG_NOTICE if verdict.ok else syslog.LOG_WARNING)
+        took = clock() - started
+        write_atomically(options["path"] + ".json", json.dumps({
+            "ok": verdict.ok, "check_ok": code == OK, "why": why, "time": round(time.time(), 3),
+            "seconds": round(took, 3), "streak": verdict.streak, "interval": options["interval"],
+            "stale_after": options["timeout"], "pid": os.getpid()}) + "\n")
+        sd_notify(f"READY=1\nWATCHDOG=1\nSTATUS={'healthy' if verdict.ok else 'failing'}: {why}"[:400])
+        done += 1
+        if rounds is None or done < rounds:
+            sleep(max(0.0, options["interval"] - (clock() - started)))
+    return OK
+
+
+def verdict_report(path, now=None):
+    """The watcher's last verdict as status shows it: ok, why, age, stale."""
+    now = time.time() if now is None else now
+    try:
+        with open(path + ".json", encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return {"ok": read_verdict(path), "why": "no verdict written yet", "age": None, "stale": True}
+    age = max(0.0, now - float(data.get("time", 0)))
+    return {"ok": read_verdict(path), "why": data.get("why", ""), "age": round(age, 1),
+            "stale": age > float(data.get("stale_after", 30))}
+
+
 def notify(conf, state):
     unit = "bluemind-ha-activate.service" if state == "MASTER" else "bluemind-ha-deactivate.service"
+    if state == "FAULT" and unit_state("bluemind-ha-activate.service") == "activating":
+        # The node's own checks (or its uplink) fail during its activation: on a
+        # busy survivor that only says it is slow. Stopping the activation then
+        # served nobody (the peer may be dead); it finishes, or fails, on its own
+        # bounds, and hands over afterwards if the node is no longer master.
+        log("notify: VRRP FAULT during the activation: the activation goes on; the deactivation follows it "
+            "if this node is not master when it ends", syslog.LOG_WARNING)
+        return OK
     if state == "MASTER":
         # From now on the health check reports "activation in progress": without
         # this a check between this notify and the activation's start saw a master
@@ -850,6 +1026,8 @@ def status(conf):
     }
     code, why = health(conf)
     report["health"] = {"ok": code == OK, "why": why}
+    # What keepalived acts on: the watcher's verdict, with its age.
+    report["verdict"] = verdict_report(VERDICT)
     return report
 
 
@@ -866,6 +1044,7 @@ def human(report):
              f"peer {report['peer_view']['node']}: "
              + ("holds the storage" if report["peer_view"]["holds_storage"] else "does not hold the storage")
              + ("" if report["peer_view"]["reachable"] else " (not seen by the storage)"),
+             verdict_line(report.get("verdict")),
              f"mounted: {'yes' if report['mounted'] else 'no'}; exposed paths: {len(report['exposed'])}",
              "units: " + ", ".join(f"{u} {s}" for u, s in report["units"].items())]
     if report["bluemind"]:
@@ -874,6 +1053,15 @@ def human(report):
         lines.append(f"  {entry.get('time')} {entry.get('transition')} {entry.get('outcome')} "
                      f"in {entry.get('seconds')} s ({entry.get('reason')})")
     return "\n".join(lines)
+
+
+def verdict_line(verdict):
+    if not verdict:
+        return "keepalived's verdict: unknown"
+    state = {True: "healthy", False: "failing", None: "none"}[verdict["ok"]]
+    age = "never written" if verdict["age"] is None else f"{verdict['age']:.0f} s old"
+    return (f"keepalived's verdict (bluemind-ha-health): {state}, {age}"
+            + (", STALE (is bluemind-ha-health.service running?)" if verdict["stale"] else ""))
 
 
 # ---------------------------------------------------------------- monitoring
@@ -921,6 +1109,10 @@ def nagios(report):
         problem(1, "automatic failover suspended")
     if report.get("release_pending"):
         problem(1, "storage release pending")
+    verdict = report.get("verdict")
+    if verdict and verdict["stale"]:
+        problem(1, "keepalived's health verdict is stale (" + (
+            "never written" if verdict["age"] is None else f"{verdict['age']:.0f} s old") + ")")
     # A failed transition warns for a day (then the node's current state speaks
     # for itself; the metrics keep last_transition_ok for alert rules).
     if last and last.get("outcome") != "ok" and time.time() - last.get("ended", 0) < FAILED_TRANSITION_WARNS:
@@ -960,6 +1152,10 @@ def prometheus(report, now=None):
     metric("vrrp_state", "keepalived's state on this node (1 for the current one).",
            [({"state": s}, int(report["vrrp"] == s)) for s in ("MASTER", "BACKUP", "FAULT", "STOP", "UNKNOWN")])
     metric("health_ok", "1 when this node is fine in its role (keepalived's check).", [({}, int(report["health"]["ok"]))])
+    verdict = report.get("verdict") or {}
+    metric("verdict_ok", "1 when the health verdict keepalived tracks is healthy.", [({}, int(bool(verdict.get("ok"))))])
+    metric("verdict_stale", "1 when the health watcher has not renewed its verdict within its bound.",
+           [({}, int(bool(verdict.get("stale", True))))])
     metric("storage_ok", "1 when the storage is as the role needs it (DRBD UpToDate and connected; SAN a "
            "working path and this node's key registered).", [({}, int(storage_ok(report)))])
     if storage.get("method") == "san":
@@ -1039,6 +1235,9 @@ def main(argv):
             signal.signal(signal.SIGTERM, interrupt)
             return deactivate(conf, reason)
         if command == "health":
+            if args:
+                signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(OK))
+                return watch(path, watch_options(args))
             code, why = health(conf)
             print(why)
             return code

@@ -4,6 +4,7 @@ order of the steps, idempotence, migration that never overwrites, escalation of 
 busy unmount, health in each role, and alerts that cannot block a failover."""
 import http.server
 import json
+import os
 import time
 import subprocess
 import threading
@@ -102,6 +103,7 @@ def node(tmp_path, monkeypatch, load_program):
     fake.module = module
     monkeypatch.setattr(module, "RUN", str(tmp_path / "run"))
     monkeypatch.setattr(module, "HISTORY", str(tmp_path / "lib" / "transitions.jsonl"))
+    monkeypatch.setattr(module, "VERDICT", str(tmp_path / "run" / "health" / "verdict"))
     monkeypatch.setattr(module, "run", fake.run)
     monkeypatch.setattr(module.subprocess, "run", fake.subprocess_run)
     monkeypatch.setattr(module, "mounts", fake.mounts)
@@ -377,6 +379,14 @@ def test_status_reports_role_storage_units_and_transitions(node, monkeypatch):
     # The fake storage reports no peer: this node sees no peer holding it.
     assert report["peer_view"]["node"] == fake.conf["peer"] and not report["peer_view"]["holds_storage"]
     assert "does not hold the storage" in module.human(report)
+    # No watcher ran here: status says keepalived has no verdict to act on.
+    assert report["verdict"]["stale"] and "verdict (bluemind-ha-health): none, never written, STALE" in module.human(report)
+    health = Path(module.VERDICT).parent
+    health.mkdir(parents=True, exist_ok=True)
+    Path(module.VERDICT).write_text("1\n")
+    Path(module.VERDICT + ".json").write_text(json.dumps({"ok": True, "why": "fine", "time": time.time() - 3,
+                                                         "stale_after": 30}))
+    assert "verdict (bluemind-ha-health): healthy, 3 s old\n" in module.human(module.status(fake.conf))
 
 
 @pytest.mark.parametrize("status,body,expected", [
@@ -670,8 +680,9 @@ def test_a_drbd_demote_that_fails_is_not_left_to_the_retry_timer(node):
 # ---------------------------------------------------------------- monitoring (issue 31)
 
 def report_of(role="active", vrrp="MASTER", health=True, storage=None, drained=False, suspended=False,
-              pending=None, transitions=None, bluemind="CORE_STATE_RUNNING"):
-    return {"node": "node1", "peer": "node2", "role": role, "vrrp": vrrp, "drained": drained,
+              pending=None, transitions=None, bluemind="CORE_STATE_RUNNING", verdict=None):
+    return {"verdict": verdict or {"ok": health, "why": "", "age": 1.0, "stale": False},
+            "node": "node1", "peer": "node2", "role": role, "vrrp": vrrp, "drained": drained,
             "suspended": suspended, "release_pending": pending,
             "storage": storage or {"method": "drbd", "role": "Primary", "disk": "UpToDate", "connection": "Connected"},
             "mounted": role == "active", "exposed": [], "units": {}, "bluemind": bluemind if role == "active" else None,
@@ -705,6 +716,9 @@ SAN_OK = {"method": "san", "paths": [{"dm_state": "active"}] * 2, "active_paths"
     (report_of(transitions=[{"transition": "deactivate", "outcome": "failed", "seconds": 3,
                              "ended": time.time() - 60, "time": "2026-12-06T03:00:00+0000"}]), 1,
      ["last transition deactivate failed at 2026-12-06T03:00:00+0000"]),
+    (report_of(verdict={"ok": True, "why": "fine", "age": 95.0, "stale": True}), 1,
+     ["WARNING", "keepalived's health verdict is stale (95 s old)"]),
+    (report_of(verdict={"ok": None, "why": "", "age": None, "stale": True}), 1, ["stale (never written)"]),
     # A day later the failed transition no longer warns: the node's state speaks.
     (report_of(transitions=[{"transition": "deactivate", "outcome": "failed", "seconds": 3,
                              "ended": time.time() - 90000}]), 0, ["serving"]),
@@ -736,6 +750,8 @@ def test_the_prometheus_metrics_describe_the_node(load_program):
     assert samples['bluemind_ha_role{node="node1",role="active"}'] == "0"
     assert samples['bluemind_ha_vrrp_state{node="node1",state="BACKUP"}'] == "1"
     assert samples['bluemind_ha_storage_ok{node="node1"}'] == "1"
+    assert samples['bluemind_ha_verdict_ok{node="node1"}'] == "1"
+    assert samples['bluemind_ha_verdict_stale{node="node1"}'] == "0"
     assert samples['bluemind_ha_san_paths{node="node1"}'] == "2"
     assert samples['bluemind_ha_info{node="node1",peer="node2",storage="san"}'] == "1"
     labels = 'node="node1",transition="activate",outcome="ok"'
@@ -759,3 +775,166 @@ def test_the_metrics_file_is_replaced_atomically_and_readable(node, tmp_path, mo
     assert 'bluemind_ha_active{node="node1"} 1' in target.read_text()
     assert target.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in target.parent.iterdir()] == ["bluemind_ha.prom"]
+
+
+# ---------------------------------------------------------------- the health watcher
+
+@pytest.mark.parametrize("start,results,expected", [
+    (None, [False], [False]),
+    (None, [True, False, False], [True, True, False]),
+    (True, [False, True, False, False, False], [True, True, True, False, False]),
+    (False, [True, True], [False, True]),
+    (False, [True, False, True, True], [False, False, False, True]),
+], ids=["first check decides", "falls after two", "a pass resets the fall", "rises after two",
+        "a failure resets the rise"])
+def test_the_verdict_changes_only_after_fall_or_rise_checks_in_a_row(load_program, start, results, expected):
+    module = load_program(SOURCE)
+    verdict = module.Verdict(start, 2, 2)
+    seen = []
+    for passed in results:
+        verdict.update(passed)
+        seen.append(verdict.ok)
+    assert seen == expected
+
+
+def watch_in(module, tmp_path, results, existing=None, fall=2, rise=2):
+    """Run the watcher for len(results) checks whose outcomes are results (True,
+    False, or an exception to raise); the verdict file after each check."""
+    verdict = tmp_path / "health" / "verdict"
+    verdict.parent.mkdir(exist_ok=True)
+    if existing is not None:
+        verdict.write_text(existing)
+    outcomes, seen = list(results), []
+
+    def checks():
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return (module.OK, "fine") if outcome else (module.FAILED, "not fine")
+
+    def sleep(_seconds):
+        seen.append(verdict.read_text())
+
+    options = {"path": str(verdict), "interval": 1.0, "fall": fall, "rise": rise, "timeout": 30.0}
+    assert module.watch(write_conf(tmp_path), options, checks=checks, sleep=sleep, rounds=len(results)) == module.OK
+    seen.append(verdict.read_text())
+    return verdict, seen
+
+
+def test_the_watcher_writes_the_verdict_keepalived_reads_and_its_details(load_program, tmp_path):
+    module = load_program(SOURCE)
+    verdict, seen = watch_in(module, tmp_path, [True, False, False, True, True])
+    assert seen == ["1\n", "1\n", "0\n", "0\n", "1\n"]
+    details = json.loads(Path(f"{verdict}.json").read_text())
+    assert details["ok"] is True and details["why"] == "fine" and details["stale_after"] == 30.0
+    assert abs(details["time"] - time.time()) < 5
+    report = module.verdict_report(str(verdict))
+    assert report["ok"] is True and report["stale"] is False
+    # A verdict not renewed within its bound is reported stale.
+    assert module.verdict_report(str(verdict), now=details["time"] + 31)["stale"] is True
+
+
+def test_the_watcher_carries_an_earlier_verdict_on(load_program, tmp_path):
+    """A restarted watcher (new program, new unit) does not flip a healthy active
+    node's verdict on one failed check: the file's verdict is where it starts."""
+    module = load_program(SOURCE)
+    _verdict, seen = watch_in(module, tmp_path, [False, True], existing="1\n")
+    assert seen == ["1\n", "1\n"]
+    _verdict, seen = watch_in(module, tmp_path, [True], existing="0\n")
+    assert seen == ["0\n"]
+
+
+def test_a_check_that_breaks_counts_as_failed(load_program, tmp_path):
+    module = load_program(SOURCE)
+    _verdict, seen = watch_in(module, tmp_path, [OSError("boom"), RuntimeError("bang")], existing="1\n")
+    assert seen == ["1\n", "0\n"]
+
+
+def test_the_watcher_tells_systemd_it_is_ready_and_alive(load_program, tmp_path, monkeypatch):
+    import socket
+
+    module = load_program(SOURCE)
+    address = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(5)
+        monkeypatch.setenv("NOTIFY_SOCKET", address)
+        watch_in(module, tmp_path, [True, True])
+        messages = [sock.recv(4096).decode(), sock.recv(4096).decode()]
+    assert all("READY=1" in m and "WATCHDOG=1" in m and "STATUS=healthy: fine" in m for m in messages)
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert module.sd_notify("WATCHDOG=1") is False
+
+
+def test_the_watcher_exits_for_a_new_program_and_rereads_a_changed_configuration(load_program, tmp_path, monkeypatch):
+    module = load_program(SOURCE)
+    program = tmp_path / "bluemind_ha.py"
+    program.write_text("# old\n")
+    monkeypatch.setattr(module, "__file__", str(program))
+    conf = write_conf(tmp_path)
+    verdict = tmp_path / "verdict"
+    options = {"path": str(verdict), "interval": 1.0, "fall": 1, "rise": 1, "timeout": 30.0}
+    loaded = []
+    monkeypatch.setattr(module, "load", lambda path: loaded.append(path) or {"storage": "drbd"})
+    rounds = []
+
+    def sleep(_seconds):
+        rounds.append(1)
+        if len(rounds) == 1:
+            # A changed configuration: read again before the next check.
+            Path(conf).write_text(Path(conf).read_text() + " ")
+            os.utime(conf, (time.time() + 10, time.time() + 10))
+        elif len(rounds) == 2:
+            program.write_text("# new\n")
+            os.utime(program, (time.time() + 10, time.time() + 10))
+    assert module.watch(conf, options, checks=lambda: (module.OK, "fine"), sleep=sleep, rounds=10) == module.OK
+    assert len(rounds) == 2 and loaded == [conf, conf]
+
+
+@pytest.mark.parametrize("args,problem", [
+    (["--interval", "1"], "a FILE"), (["--watch", "/v", "--interval", "0"], "interval above 0"),
+    (["--watch", "/v", "--fall", "0"], "fall and rise"), (["--watch", "/v", "--timeout", "1"], "timeout above"),
+    (["--watch", "/v", "--interval", "x"], "could not convert"), (["--watch"], "usage"), (["--every", "1"], "usage"),
+])
+def test_the_watchers_options_are_checked(load_program, args, problem):
+    module = load_program(SOURCE)
+    with pytest.raises(module.HaError) as error:
+        module.watch_options(args)
+    assert problem in str(error.value)
+    assert module.watch_options(["--watch", "/v", "--interval", "2", "--timeout", "20"]) == {
+        "path": "/v", "interval": 2.0, "fall": 2, "rise": 2, "timeout": 20.0}
+
+
+def test_a_check_that_systemd_does_not_answer_is_a_failure(node, monkeypatch):
+    module, fake = node
+
+    def slow(argv, **kwargs):
+        raise subprocess.TimeoutExpired(argv, kwargs.get("timeout"))
+    monkeypatch.setattr(module.subprocess, "run", slow)
+    assert module.units_down(fake.conf) == [f"systemd did not say within {module.UNITS_TIMEOUT} s"]
+
+
+def test_a_fault_during_an_activation_lets_it_finish_then_hands_over(node, monkeypatch):
+    """A busy survivor's own check (or uplink) sends it to FAULT while it activates:
+    the activation is not stopped; once done, the node is not master, so the
+    deactivation follows."""
+    module, fake = node
+    monkeypatch.setattr(module, "unit_state", lambda unit: "activating")
+    assert module.notify(fake.conf, "FAULT") == module.OK
+    assert fake.commands == []
+    monkeypatch.setattr(module.signal, "signal", lambda *args: None)
+    run = Path(module.RUN)
+    run.mkdir(exist_ok=True)
+    (run / "vrrp-state").write_text("FAULT 0\n")
+    assert module.activate(fake.conf, "test") == module.OK
+    assert fake.commands[-1] == ["systemctl", "start", "--no-block", "bluemind-ha-deactivate.service"]
+    # Master again by the end: the node keeps the role.
+    fake.commands.clear()
+    (run / "vrrp-state").write_text("MASTER 0\n")
+    assert module.activate(fake.conf, "test") == module.OK
+    assert ["systemctl", "start", "--no-block", "bluemind-ha-deactivate.service"] not in fake.commands
+    # BACKUP (the peer is master) and STOP (keepalived stopped) still stop an activation.
+    for state in ("BACKUP", "STOP"):
+        fake.commands.clear()
+        module.notify(fake.conf, state)
+        assert fake.commands == [["systemctl", "start", "--no-block", "bluemind-ha-deactivate.service"]]

@@ -27,6 +27,7 @@ def render(vips, **overrides):
         "keepalived_router_id": 51, "keepalived_router_id6": 52, "keepalived_effective_priority": 150,
         "keepalived_advert_int": 1, "keepalived_unicast": True, "keepalived_garp_delay": 1,
         "keepalived_garp_repeat": 3, "keepalived_garp_refresh": 60,
+        "__keepalived_verdict_file": "/run/bluemind-ha/health/verdict",
         "preflight_pair": {"vips": vips, "addresses_by_family": {
             "ipv4": {"node1": "192.168.60.11", "node2": "192.168.60.12"},
             "ipv6": {"node1": "fd00:60::11", "node2": "fd00:60::12"}}},
@@ -67,7 +68,9 @@ def test_dual_stack_has_a_v3_instance_and_a_sync_group_notified_once():
 @pytest.mark.parametrize("overrides,present,absent", [
     ({"keepalived_unicast": False}, [], ["unicast_src_ip", "unicast_peer"]),
     ({"keepalived_preempt": True}, ["state BACKUP"], ["nopreempt"]),
-    ({"keepalived_track_uplink": ["192.168.60.1"]}, ["vrrp_script bluemind_ha_uplink", "bluemind_ha_uplink\n"], []),
+    ({"keepalived_track_uplink": ["192.168.60.1"]},
+     ["vrrp_script bluemind_ha_uplink", "track_script {\n        bluemind_ha_uplink\n"], []),
+    ({}, [], ["vrrp_script", "track_script"]),
 ])
 def test_options(overrides, present, absent):
     text = render([V4], **overrides)
@@ -75,6 +78,19 @@ def test_options(overrides, present, absent):
         assert snippet in text
     for snippet in absent:
         assert snippet not in text
+
+
+def test_the_health_verdict_is_a_tracked_file_that_fails_when_missing():
+    """No process per check: keepalived tracks the watcher's file. weight 0 reverse:
+    1 is healthy; 0, garbage and a missing file (keepalived reads those as 0) are
+    FAULT (keepalived 2.2.7, trackers/track_file.c and vrrp/vrrp_track.c)."""
+    text = render([V4, V6])
+    start = text.index("track_file bluemind_ha_health {")
+    block = text[start:text.index("\n}\n", start)]
+    assert 'file "/run/bluemind-ha/health/verdict"' in block and "weight 0 reverse" in block
+    assert "init_file" not in block
+    for name in ("BLUEMIND_V4", "BLUEMIND_V6"):
+        assert "track_file {\n        bluemind_ha_health\n    }" in instance(text, name)
 
 
 def global_defs(text):
@@ -127,7 +143,8 @@ def vrrp_script(tmp_path: Path) -> Path:
     tmp_path and a notify command that records what it was asked."""
     variables = {"ansible_managed": "managed", "keepalived_script_user": "keepalived_script",
                  "keepalived_check_command": "true", "keepalived_track_uplink": [],
-                 "keepalived_notify_command": f"echo >> {tmp_path}/applied"}
+                 "keepalived_notify_command": f"echo >> {tmp_path}/applied", "keepalived_check_timeout": 30,
+                 "__keepalived_verdict_file": "/run/bluemind-ha/health/verdict"}
     text = Templar(loader=DataLoader(), variables=variables).template(trust_as_template(VRRP.read_text()))
     script = tmp_path / "vrrp"
     script.write_text(text.replace("/run/bluemind-ha", str(tmp_path / "run")))
@@ -160,3 +177,67 @@ def test_a_notify_forked_before_the_last_applied_one_is_ignored(tmp_path):
     notify(script, "BACKUP")
     assert (tmp_path / "run" / "vrrp-state").read_text().split()[0] == "MASTER"
     assert (tmp_path / "applied").read_text().split() == ["MASTER"]
+
+
+@pytest.mark.parametrize("result,active,age,verdict", [
+    ("watchdog", True, 40, "0"), ("exit-code", True, 40, "0"), ("watchdog", True, 5, "1"),
+    ("watchdog", False, 40, "1"), ("success", True, 40, "1"),
+], ids=["active, watchdog, old", "active, crashed, old", "active, still fresh", "passive", "stopped"])
+def test_a_watcher_that_ended_fails_only_an_active_nodes_old_verdict(tmp_path, result, active, age, verdict):
+    import os
+    import subprocess
+    import time
+
+    script = vrrp_script(tmp_path)
+    health = tmp_path / "run" / "health"
+    health.mkdir(parents=True)
+    (health / "verdict").write_text("1\n")
+    (health / "verdict.json").write_text("{}\n")
+    os.utime(health / "verdict.json", (time.time() - age, time.time() - age))
+    if active:
+        (tmp_path / "run" / "active").write_text("{}")
+    env = dict(os.environ, SERVICE_RESULT=result)
+    subprocess.run([str(script), "stale"], check=True, env=env)
+    assert (health / "verdict").read_text().strip() == verdict
+
+
+def watcher_unit(**overrides):
+    """The health watcher's unit as the role installs it, from the role's defaults."""
+    tasks = yaml.safe_load((TEMPLATE.parents[1] / "tasks" / "install.yml").read_text())
+    task = next(t for t in tasks if t["name"] == "Install the health watcher's unit")
+    variables = dict(ROLE_DEFAULTS, **yaml.safe_load((TEMPLATE.parents[1] / "vars" / "main.yml").read_text()))
+    variables.update(overrides)
+    templar = Templar(loader=DataLoader(), variables=variables)
+    for key, value in list(variables.items()):
+        if isinstance(value, str) and "{{" in value and key.startswith("keepalived_"):
+            variables[key] = templar.template(trust_as_template(value))
+    return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(task["ansible.builtin.copy"]["content"]))
+
+
+def test_the_watcher_writes_the_file_keepalived_tracks_within_its_bound():
+    unit = watcher_unit().replace("\\\n", "")
+    execstart = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert execstart.split() == ["ExecStart=/usr/local/sbin/bluemind-ha", "health", "--watch",
+                                 "/run/bluemind-ha/health/verdict", "--interval", "1", "--fall", "2", "--rise", "2",
+                                 "--timeout", "30"]
+    assert 'file "/run/bluemind-ha/health/verdict"' in render([V4])
+    for line in ("Type=notify", "User=keepalived_script", "WatchdogSec=30", "Restart=always",
+                 "ExecStopPost=/etc/keepalived/bluemind-ha/vrrp stale", "Before=keepalived.service"):
+        assert line in unit.splitlines(), line
+    assert "WatchdogSec=12" in watcher_unit(keepalived_check_timeout=12)
+
+
+@pytest.mark.parametrize("interval,fall,rise,timeout,accepted", [
+    (1, 2, 2, 30, True), (5, 1, 1, 6, True), (0, 2, 2, 30, False), (1, 0, 2, 30, False), (1, 2, 0, 30, False),
+    (5, 2, 2, 5, False),
+])
+def test_validation_bounds_the_health_watcher(interval, fall, rise, timeout, accepted):
+    tasks = yaml.safe_load((TEMPLATE.parents[1] / "tasks" / "validate.yml").read_text())
+    task = next(t for t in tasks if t["name"] == "Check the health watcher's interval, fall, rise and bound")
+    variables = {"keepalived_check_interval": interval, "keepalived_check_fall": fall, "keepalived_check_rise": rise,
+                 "keepalived_check_timeout": timeout}
+    templar = Templar(loader=DataLoader(), variables=variables)
+    results = [templar.template(trust_as_template("{{ " + cond + " }}")) for cond in task["ansible.builtin.assert"]["that"]]
+    assert all(results) is accepted
+    for name in variables:
+        assert name in task["ansible.builtin.assert"]["fail_msg"]
