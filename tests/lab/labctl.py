@@ -126,6 +126,11 @@ class BootTimeout(LabError):
     """A VM that did not answer SSH within the bound."""
 
 
+def qemu_cpu() -> str:
+    """The guests' CPU model under TCG (LAB_QEMU_CPU, else max)."""
+    return os.environ.get("LAB_QEMU_CPU") or "max"
+
+
 def boot_timeout() -> float:
     text = os.environ.get("LAB_BOOT_TIMEOUT", "")
     try:
@@ -614,7 +619,7 @@ class Lab:
         nets, segments = [], []
         argv = [
             "qemu-system-x86_64", "-name", f"lab-{self.name}-{name},process=lab-{self.name}-{name}",
-            "-machine", "pc", "-accel", "tcg,thread=multi", "-cpu", "max",
+            "-machine", "pc", "-accel", "tcg,thread=multi", "-cpu", qemu_cpu(),
             "-smp", str(cpus), "-m", str(int(spec.get("memory", 1024))),
             "-nodefaults", "-display", "none", "-rtc", "base=utc",
             "-serial", f"file:{vdir / 'console.log'}",

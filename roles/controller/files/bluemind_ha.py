@@ -183,11 +183,23 @@ def remove_marker(name):
 
 
 def vrrp_state():
+    return vrrp_state_since()[0]
+
+
+def vrrp_state_since():
+    """keepalived's state as the notify hook recorded it, and since when (epoch;
+    0 when unknown)."""
     try:
         with open(os.path.join(RUN, "vrrp-state"), encoding="utf-8") as handle:
-            return handle.read().split()[0]
-    except (OSError, IndexError):
-        return "UNKNOWN"
+            fields = handle.read().split()
+    except OSError:
+        return "UNKNOWN", 0.0
+    if not fields:
+        return "UNKNOWN", 0.0
+    try:
+        return fields[0], float(fields[1])
+    except (IndexError, ValueError):
+        return fields[0], 0.0
 
 
 def record(conf, entry):
@@ -266,11 +278,27 @@ def units_in_order(conf):
 
 
 UNITS_TIMEOUT = 10
+# Seconds a new VRRP master may be without an activation marker (the notify
+# hook's Python start) before its check fails.
+MASTER_GRACE = 10.0
+# The health watcher asks systemd for the units at most this often: a systemctl
+# call costs about 0.3 s of CPU on a busy emulated node, BlueMind's own state
+# (one local HTTP request, about 0.01 s) is read at every check.
+UNITS_EVERY = 5.0
+_UNITS_SEEN = {"at": None, "down": []}
+
+
+def units_down_cached(conf, max_age):
+    """units_down, or its answer of less than max_age seconds ago."""
+    now = time.monotonic()
+    if _UNITS_SEEN["at"] is None or now - _UNITS_SEEN["at"] >= max_age:
+        _UNITS_SEEN.update(at=now, down=units_down(conf))
+    return _UNITS_SEEN["down"]
 
 
 def units_down(conf):
     """The installed units of BlueMind's start order that are not running (one
-    systemctl call: the health check runs every few seconds)."""
+    systemctl call)."""
     units = conf["units_before"] + [conf["target"]] + conf["units_after"]
     try:
         proc = subprocess.run(["systemctl", "show", "-p", "Id", "-p", "LoadState", "-p", "ActiveState", "--", *units],
@@ -784,9 +812,10 @@ def read_proc_drbd_disk(conf):
     return (state or {}).get("disk", "unknown")
 
 
-def health(conf):
+def health(conf, units_max_age=0.0):
     """0 when this node is fine in its role. Runs as keepalived's unprivileged
-    check user: reads only world-readable state."""
+    check user: reads only world-readable state. units_max_age: how old an answer
+    of systemd about the units may be (the watcher's)."""
     if os.path.exists(os.path.join(RUN, "drain")):
         return FAILED, "drained by an operator"
     if os.path.exists(os.path.join(RUN, "suspend")):
@@ -804,7 +833,7 @@ def health(conf):
         state = bluemind_state(conf)
         if state in READY_STATES or (state == "CORE_STATE_NOT_INSTALLED" and not active.get("installed")):
             # bm-core answering is not enough: users come through bm-nginx.
-            down = units_down(conf)
+            down = units_down_cached(conf, units_max_age) if units_max_age else units_down(conf)
             if down:
                 return FAILED, f"active, BlueMind {state}, but {', '.join(down)}"
             pathless = ""
@@ -827,7 +856,17 @@ def health(conf):
                     return FAILED, f"check {check} failed (exit {proc.returncode})"
             return OK, f"active, BlueMind {state}{pathless}"
         return FAILED, f"active, BlueMind answers {state}"
-    if vrrp_state() == "MASTER":
+    state, since = vrrp_state_since()
+    if state == "MASTER":
+        # The notify hook records MASTER, then starts a Python program that marks
+        # the activation (about a second, more on a busy node): a check in between
+        # must not send the new master to FAULT. An activation that failed since
+        # then fails the check at once.
+        last = history(1)
+        failed = bool(last) and last[-1].get("transition") == "activate" and last[-1].get("ended", 0) >= since
+        age = time.time() - since
+        if not failed and 0 <= age < MASTER_GRACE:
+            return OK, f"VRRP master for {age:.0f} s, the activation is starting"
         return FAILED, "VRRP master but not active (the activation failed or has not started)"
     ready, why = passive_ready(conf)
     return (OK if ready else FAILED), f"passive, {why}"
@@ -938,7 +977,7 @@ def watch(path, options, checks=None, clock=time.monotonic, sleep=time.sleep, ro
         try:
             if conf is None or changed_since([path], seen):
                 conf = load(path)
-            code, why = checks() if checks else health(conf)
+            code, why = checks() if checks else health(conf, units_max_age=UNITS_EVERY)
         except Exception as exc:  # pylint: disable=broad-exception-caught
             code, why = FAILED, f"the check could not run: {exc}"
         if verdict.update(code == OK) or read_verdict(options["path"]) is None:

@@ -938,3 +938,53 @@ def test_a_fault_during_an_activation_lets_it_finish_then_hands_over(node, monke
         fake.commands.clear()
         module.notify(fake.conf, state)
         assert fake.commands == [["systemctl", "start", "--no-block", "bluemind-ha-deactivate.service"]]
+
+
+def test_the_watcher_asks_systemd_for_the_units_at_most_every_few_seconds(node, monkeypatch):
+    """A systemctl call costs about 0.3 s of CPU on a busy emulated node: the
+    watcher's checks reuse its answer for UNITS_EVERY seconds; BlueMind's state
+    is read at every check."""
+    module, fake = node
+    module.activate(fake.conf, "test")
+    now = [100.0]
+    monkeypatch.setattr(module, "_UNITS_SEEN", {"at": None, "down": []})
+    calls = []
+    real = module.units_down
+    monkeypatch.setattr(module, "units_down", lambda conf: calls.append(now[0]) or real(conf))
+    monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
+    for _ in range(12):
+        assert module.health(fake.conf, units_max_age=module.UNITS_EVERY)[0] == module.OK
+        now[0] += 1
+    assert calls == [100.0, 105.0, 110.0]
+    # A unit that died is seen at the next call, at most UNITS_EVERY seconds on.
+    fake.active_units.discard("bm-nginx.service")
+    results = []
+    for _ in range(4):
+        results.append(module.health(fake.conf, units_max_age=module.UNITS_EVERY)[0])
+        now[0] += 1
+    assert results == [module.OK, module.OK, module.OK, module.FAILED]
+    # The one-shot health command asks every time.
+    calls.clear()
+    module.health(fake.conf)
+    module.health(fake.conf)
+    assert len(calls) == 2
+
+
+def test_a_new_master_is_not_failed_before_its_activation_is_marked(node):
+    """The notify hook records MASTER, then a Python start marks the activation:
+    a check in between passes for MASTER_GRACE seconds (the lab's watcher, every
+    second, sent a new master to FAULT there and its activation was stopped),
+    unless an activation failed since the node became master."""
+    module, fake = node
+    run = Path(module.RUN)
+    run.mkdir(exist_ok=True)
+    (run / "vrrp-state").write_text(f"MASTER {time.time() - 2:.3f}\n")
+    code, why = module.health(fake.conf)
+    assert code == module.OK and "the activation is starting" in why
+    (run / "vrrp-state").write_text(f"MASTER {time.time() - module.MASTER_GRACE - 1:.3f}\n")
+    assert module.health(fake.conf)[0] == module.FAILED
+    (run / "vrrp-state").write_text(f"MASTER {time.time() - 2:.3f}\n")
+    fake.claim_rc = 1
+    assert module.activate(fake.conf, "test") != module.OK
+    assert module.health(fake.conf) == (module.FAILED, "VRRP master but not active (the activation failed or has "
+                                                       "not started)")
