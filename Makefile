@@ -121,9 +121,27 @@ LAB_NAMES := demo-drbd demo-san
 lab-down: venv  ## Power off and remove the labs of `make lab` (demo-drbd, demo-san), no other.
 	$(BIN)/python tests/lab/labctl.py down $(addprefix --lab ,$(LAB_NAMES))
 
-.PHONY: docs
-docs: venv  ## Regenerate docs/reference.md from the roles' argument_specs.
+.PHONY: reference
+reference: venv  ## Regenerate docs/reference.md from the roles' argument_specs.
 	$(BIN)/python tools/role_reference.py
+
+# The collection's HTML site as the Ansible ecosystem builds it (antsibull-docs and
+# Sphinx, requirements-docs.txt, in .cache/venv-docs): every module, every role
+# entry point, README.md and the guides of docs/. Offline but for PyPI (no Galaxy,
+# no intersphinx). `make test`'s docs-lint stage lints the same sources.
+.PHONY: docs
+docs: reference  ## Regenerate docs/reference.md, then build the HTML site into .cache/docs-site/.
+	$(BIN)/python tools/docs_site.py build
+
+# Sanity and unit tests on every ansible-core minor from meta/runtime.yml's floor
+# (2.16) to 2.19, one virtual environment each (.cache/venv-core/<minor>, pinned in
+# tests/core_range.py and tests/requirements-core-range.txt, reused while the pins
+# hold). Not part of `make test`: four sanity runs would not fit the suite's
+# 50-minute budget. CORE_VERSIONS=2.16,2.17 picks versions.
+CORE_VERSIONS ?=
+.PHONY: core-range
+core-range: $(COLLECTION_LINK)  ## Sanity and unit tests on each ansible-core 2.16-2.19 (CORE_VERSIONS=2.16,2.17).
+	$(PYTHON) tests/core_range.py $(if $(CORE_VERSIONS),--versions $(CORE_VERSIONS))
 
 .PHONY: build
 build: venv  ## Build the collection tarball.

@@ -53,6 +53,14 @@ def stage_changelog() -> int:
     return sh(str(BIN / "antsibull-changelog"), "lint")
 
 
+def stage_docs_lint() -> int:
+    """The collection's documentation as the ecosystem's docs build reads it:
+    antsibull-docs lint-collection-docs with every module's DOCUMENTATION and every
+    role's argument_specs (tools/docs_site.py; its virtual environment,
+    .cache/venv-docs, is made on the first run). `make docs` builds the site."""
+    return sh(sys.executable, "tools/docs_site.py", "lint")
+
+
 def stage_build() -> int:
     """The tarball installs, and its playbooks and modules resolve by FQCN from it alone."""
     with tempfile.TemporaryDirectory(prefix="bmha-build-") as tmp:
@@ -230,6 +238,7 @@ def scenario(name: str):
 STAGES = {
     "lint": stage_lint,
     "changelog": stage_changelog,
+    "docs-lint": stage_docs_lint,
     "sanity": stage_sanity,
     "unit": stage_unit,
     "build": stage_build,

@@ -33,17 +33,28 @@ def sanity_venv() -> Path:
         subprocess.run([str(SANITY_VENV / "bin" / "pip"), "install", "-q", "-r", str(ROOT / "requirements.txt")],
                        check=True)
         marker.write_text(pins)
-    # ansible-test makes one virtual environment per sanity test and bootstraps pip in
-    # it with a script it downloads from a host out of reach; give it a local one.
+    return SANITY_VENV / "bin"
+
+
+def offline_pip(bin_dir: Path) -> None:
+    """ansible-test makes one virtual environment per sanity test and bootstraps pip in
+    it with a script it downloads from a host out of reach; give it a local one."""
     version = subprocess.run(
-        [str(SANITY_VENV / "bin" / "python"), "-c",
+        [str(bin_dir / "python"), "-c",
          "from ansible_test._internal.python_requirements import get_venv_packages as g;"
          "from types import SimpleNamespace as N; print(g(N(version='" + PY + "'))['pip'])"],
         check=True, capture_output=True, text=True).stdout.strip()
     cache = Path.home() / ".ansible" / "test" / "cache" / f"get_pip_{version.replace('.', '_')}.py"
     cache.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ROOT / "tests" / "sanity" / "get_pip_offline.py", cache)
-    return SANITY_VENV / "bin"
+
+
+def core_minor(bin_dir: Path) -> str:
+    """The ansible-core minor version (2.19) installed beside bin_dir's python."""
+    return subprocess.run(
+        [str(bin_dir / "python"), "-c",
+         "from ansible.release import __version__ as v; print('.'.join(v.split('.')[:2]))"],
+        check=True, capture_output=True, text=True).stdout.strip()
 
 
 def tracked_files() -> list[str]:
@@ -54,12 +65,19 @@ def tracked_files() -> list[str]:
     return [p for p in out.split("\0") if p and (ROOT / p).is_file()]
 
 
-def main() -> int:
+def run_sanity(bin_dir: Path, args: list[str]) -> int:
+    """ansible-test sanity of the ansible-core beside bin_dir's python (the pinned one
+    of .venv-sanity, or one of tests/core_range.py's), in a temporary collection tree.
+    Each version's ignore file exists and is empty."""
+    minor = core_minor(bin_dir)
+    if not (ROOT / "tests" / "sanity" / f"ignore-{minor}.txt").is_file():
+        print(f"tests/sanity/ignore-{minor}.txt is missing (an empty file for ansible-core {minor})", file=sys.stderr)
+        return 1
     for ignore in (ROOT / "tests" / "sanity").glob("ignore-*.txt"):
         if ignore.read_text().strip():
             print(f"{ignore} must stay empty", file=sys.stderr)
             return 1
-    bin_dir = sanity_venv()
+    offline_pip(bin_dir)
     with tempfile.TemporaryDirectory(prefix="bmha-sanity-") as tmp:
         dest = Path(tmp) / "ansible_collections" / "bluemind_ha" / "cluster"
         for rel in tracked_files():
@@ -73,9 +91,13 @@ def main() -> int:
         env.pop("ANSIBLE_COLLECTIONS_PATH", None)
         env.pop("ANSIBLE_CONFIG", None)
         cmd = [str(bin_dir / "ansible-test"), "sanity", "--python", PY, "--requirements",
-               "--color", "no", *sys.argv[1:]]
+               "--color", "no", *args]
         print("+", " ".join(cmd), flush=True)
         return subprocess.run(cmd, cwd=dest, env=env, check=False).returncode
+
+
+def main() -> int:
+    return run_sanity(sanity_venv(), sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -404,7 +404,8 @@ def failover(receiver: Receiver, run: int) -> dict:
     assert holder() == survivor and state_through_vip(active) == "CORE_STATE_RUNNING"
     assert pairstate.assert_pair_invariants(client) == survivor
     assert client.error_window() <= (LOADED_LOSS_BOUND if LOADED else ACTIVE_LOSS_BOUND), client.errors[:10]
-    return {"loaded": LOADED, "seconds": round(took, 2), "vip_seconds": round(vip, 2), "cycle_seconds": round(back, 1), "writes_acknowledged": len(writer.acked),
+    return {"loaded": LOADED, "seconds": round(took, 2), "vip_seconds": round(vip, 2), "cycle_seconds": round(back, 1),
+            "writes_acknowledged": len(writer.acked),
             "from": active, "to": survivor, "steps": steps.splitlines(), "webhook_seconds": call.get("seconds"),
             "client_error_window": client.error_window(), "client_acknowledged": len(client.acked)}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
+from core_compat import Templar, trust_as_template
 
 ROLE = Path(__file__).resolve().parents[3] / "roles" / "bluemind"
 VALID = {"bluemind_version": "5.1.100", "bluemind_external_url": "mail.example.org", "bluemind_domain": "example.org",

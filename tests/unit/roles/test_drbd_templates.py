@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
+from core_compat import Templar, trust_as_template
 
 TEMPLATES = Path(__file__).resolve().parents[3] / "roles" / "drbd" / "templates"
 

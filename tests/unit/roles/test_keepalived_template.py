@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
+from core_compat import Templar, trust_as_template
 
 TEMPLATE = Path(__file__).resolve().parents[3] / "roles" / "keepalived" / "templates" / "keepalived.conf.j2"
 V4 = {"address": "192.168.60.100", "prefix": 24, "family": "ipv4", "network": "192.168.60.0/24"}

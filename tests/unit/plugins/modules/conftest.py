@@ -3,7 +3,7 @@ import json
 
 import pytest
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
+from core_compat import patch_module_args
 
 
 class ModuleExit(Exception):
