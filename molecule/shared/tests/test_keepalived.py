@@ -144,7 +144,7 @@ def test_keepalived_reads_a_verdict_and_starts_no_process_to_check():
         # Processes whose parent is keepalived's VRRP process, and the verdict's
         # age, sampled each 0.5 s for 5 s (one SSH command).
         samples = host.check_output(
-            f"kids=$(ps -o pid= --ppid {main} | tr -s ' \\n' ',' | sed 's/^,//;s/,$//'); for i in $(seq 10); do "
+            f"kids=$(ps -o pid= --ppid {main} | tr -s ' \\n' ',' | sed 's/^,//;s/,$//'); [ -n \"$kids\" ] || exit 3; for i in $(seq 10); do "
             "echo $(ps -o pid= --ppid $kids | wc -l) $(( $(date +%s) - $(stat -c %Y /run/bluemind-ha/health/verdict.json) ));"
             " sleep 0.5; done").splitlines()
         forks = [int(line.split()[0]) for line in samples]
