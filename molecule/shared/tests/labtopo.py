@@ -133,17 +133,18 @@ def powered_off(node: str):
 
 
 @contextlib.contextmanager
-def cpu_saturated(node: str, per_vcpu: int = 2):
+def cpu_saturated(node: str, per_vcpu: int = 2, seconds: float = 900):
     """node's CPU saturated for the block: per_vcpu busy loops per vCPU at the
     normal nice value (as BlueMind's JVMs and a mail queue compete with the HA
-    stack), in a transient unit that ends by itself after 15 minutes whatever
-    happens to the check. Test infrastructure (the CPU load stress-ng's cpu
-    workers give, without installing it)."""
+    stack), in a transient unit (lab-cpu-load) that ends by itself after seconds
+    (15 minutes by default) whatever happens to the check; its Result is then
+    "timeout". Test infrastructure (the CPU load stress-ng's cpu workers give,
+    without installing it)."""
     host = vm(node)
     workers = int(host.check_output("nproc")) * per_vcpu
     host.check_output(
         "systemctl stop lab-cpu-load 2>/dev/null; systemctl reset-failed lab-cpu-load 2>/dev/null; "
-        "systemd-run --quiet --unit=lab-cpu-load --property=RuntimeMaxSec=900 --property=KillMode=control-group "
+        f"systemd-run --quiet --unit=lab-cpu-load --property=RuntimeMaxSec={seconds:.0f} --property=KillMode=control-group "
         f"sh -c 'for i in $(seq {workers}); do (while :; do :; done) & done; wait'")
     trace(f"{node}: CPU saturated ({workers} busy loops)")
     try:

@@ -662,8 +662,31 @@ def hand_over_if_not_master():
         run(["systemctl", "start", "--no-block", "bluemind-ha-deactivate.service"], 30, check=False)
 
 
+# The marker of a shutdown's deactivation (bluemind-ha-shutdown.service): while
+# it runs on the VRRP master, the health check keeps passing, so keepalived keeps
+# the floating IP until BlueMind is stopped and the storage released, then hands
+# it over when it stops (ordered after that unit). Without it the check failed as
+# soon as the active marker went ("VRRP master but not active"), the peer took
+# over while this node was still stopping, and on a SAN preempted its reservation
+# under its last writes (the unmount's journal commit failed with reservation
+# conflicts; seen in the lab's clean reboot of the active node, 2026-12-06).
+RELEASING = "releasing"
+
+
 def deactivate(conf, reason):
     transition = Transition(conf, "deactivate", reason)
+    try:
+        if reason == "shutdown":
+            # Bounded like the unit that runs it (TimeoutStopSec).
+            write_marker(RELEASING, {"since": time.time(), "timeout": conf["stop_timeout"] * 2
+                                     + conf["step_timeout"] * 4 + conf["lock_timeout"]})
+        return _deactivate(conf, transition)
+    finally:
+        remove_marker(RELEASING)
+
+
+def _deactivate(conf, transition):
+    reason = transition.reason
     try:
         transition.acquire()
         # An activation announced by notify MASTER but replaced before it ran
@@ -858,6 +881,9 @@ def health(conf, units_max_age=0.0):
         return FAILED, f"active, BlueMind answers {state}"
     state, since = vrrp_state_since()
     if state == "MASTER":
+        releasing = read_marker(RELEASING)
+        if releasing and 0 <= time.time() - releasing.get("since", 0) < releasing.get("timeout", 0):
+            return OK, "shutting down: the floating IP stays until BlueMind is stopped and the storage released"
         # The notify hook records MASTER, then starts a Python program that marks
         # the activation (about a second, more on a busy node): a check in between
         # must not send the new master to FAULT. An activation that failed since

@@ -988,3 +988,33 @@ def test_a_new_master_is_not_failed_before_its_activation_is_marked(node):
     assert module.activate(fake.conf, "test") != module.OK
     assert module.health(fake.conf) == (module.FAILED, "VRRP master but not active (the activation failed or has "
                                                        "not started)")
+
+
+def test_a_master_shutting_down_keeps_its_verdict_until_the_storage_is_released(node, monkeypatch):
+    """A shutdown's deactivation on the VRRP master: the check passes while it
+    runs (keepalived keeps the floating IP until the storage is released, then
+    hands it over when it stops); once it is over, or past its bound, the usual
+    verdict of a master that is not active again. Other deactivations (VRRP
+    already left MASTER) leave no marker."""
+    module, fake = node
+    run = Path(module.RUN)
+    run.mkdir(exist_ok=True)
+    (run / "vrrp-state").write_text(f"MASTER {time.time() - 600:.3f}\n")
+    seen = []
+    real_stop = module.stop_units
+
+    def stop_units(conf):
+        seen.append(module.health(conf))
+        return real_stop(conf)
+
+    monkeypatch.setattr(module, "stop_units", stop_units)
+    assert module.deactivate(fake.conf, "shutdown") == module.OK
+    assert seen and seen[0][0] == module.OK and "shutting down" in seen[0][1], seen
+    assert not (run / module.RELEASING).exists()
+    assert module.health(fake.conf)[0] == module.FAILED
+    seen.clear()
+    assert module.deactivate(fake.conf, "vrrp-not-master") == module.OK
+    assert seen and seen[0][0] == module.FAILED, seen
+    # A marker past its bound (a deactivation that died without removing it) no longer counts.
+    module.write_marker(module.RELEASING, {"since": time.time() - 100, "timeout": 50})
+    assert module.health(fake.conf)[0] == module.FAILED
