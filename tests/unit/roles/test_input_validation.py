@@ -1,0 +1,175 @@
+"""Bad inputs refused by the roles' validation before any host changes (issue 29,
+item 8), rendered with Ansible's own templating from each role's defaults and
+the lab's inventory (molecule/*/molecule.yml): each bad value is refused with a
+message naming the variable; the lab's values and the defaults pass."""
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.parsing.dataloader import DataLoader
+from core_compat import Templar, trust_as_template
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def lab_vars(scenario: str, host: str = "node1") -> dict:
+    """The group and host variables a scenario's converge gives a node."""
+    spec = yaml.safe_load((ROOT / "molecule" / scenario / "molecule.yml").read_text())
+    inventory = spec["provisioner"]["inventory"]
+    found = dict(inventory["group_vars"].get("all", {}))
+    found.update(inventory["group_vars"].get("bluemind_ha", {}))
+    found.update(inventory["host_vars"].get(host, {}))
+    return found
+
+
+def role_vars(role: str, **overrides) -> dict:
+    variables = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text()) or {}
+    variables.update({"inventory_hostname": "node1", "ansible_play_hosts_all": ["node1", "node2"]})
+    variables.update(overrides)
+    return variables
+
+
+def task(role: str, name: str) -> dict:
+    return next(t for t in yaml.safe_load((ROOT / "roles" / role / "tasks" / "validate.yml").read_text())
+                if t["name"] == name)
+
+
+def templar(variables: dict) -> Templar:
+    return Templar(loader=DataLoader(), variables=variables)
+
+
+def task_vars(role: str, name: str) -> dict:
+    """A task's vars, as Ansible trusts what the role's files say."""
+    return {k: trust_as_template(v) if isinstance(v, str) else v for k, v in task(role, name).get("vars", {}).items()}
+
+
+def problems(role: str, name: str, listed: str, variables: dict) -> list:
+    """The problem list a validation task computes (a vars entry, then one assert)."""
+    return templar({**variables, **task_vars(role, name)}).template(trust_as_template("{{ " + listed + " }}"))
+
+
+def failing(role: str, name: str, variables: dict) -> list[str]:
+    """The first condition of an assert task that does not hold (assert stops
+    there), or none."""
+    render = templar({**variables, **task_vars(role, name)})
+    for condition in task(role, name)["ansible.builtin.assert"]["that"]:
+        if render.template(trust_as_template("{% if " + condition + " %}1{% else %}0{% endif %}")) != "1":
+            return [condition]
+    return []
+
+
+# --------------------------------------------------------------------- DRBD
+
+DRBD_VALID = {"drbd_shared_secret": "s" * 16, "bluemind_ha_drbd_disk": "/dev/vdb",
+              "bluemind_ha_replication_address": "10.0.0.1", "drbd_initial_primary": "node1"}
+
+
+def drbd_problems(**overrides) -> list:
+    return problems("drbd", "Check the DRBD variables", "__drbd_problems",
+                    role_vars("drbd", **{**DRBD_VALID, **overrides}))
+
+
+def test_the_lab_drbd_inventory_passes():
+    lab = lab_vars("drbd")
+    assert drbd_problems(**{k: v for k, v in lab.items() if k.startswith(("drbd_", "bluemind_ha_"))}) == []
+
+
+@pytest.mark.parametrize("secret", ["", None, "short", "s" * 64, "with space in it!", 'with"quote"inside',
+                                    "back\\slash-in-it-x"])
+def test_a_drbd_secret_that_drbd_cannot_keep_is_refused(secret):
+    found = drbd_problems(drbd_shared_secret=secret)
+    assert len(found) == 1 and found[0].startswith("drbd_shared_secret must be set, 16 to 63 characters"), found
+
+
+def test_the_longest_drbd_secret_passes():
+    assert drbd_problems(drbd_shared_secret="s" * 63) == []
+
+
+@pytest.mark.parametrize("name", ["blue mind", "bluemind;reboot", "", "-bluemind", "a/b", "x" * 64, "bm\n"])
+def test_a_drbd_resource_name_that_reaches_a_command_line_is_refused(name):
+    found = drbd_problems(drbd_resource=name)
+    assert len(found) == 1 and found[0].startswith("drbd_resource must be a name of letters"), found
+
+
+@pytest.mark.parametrize("name", ["bluemind", "r0", "mail_data.1", "BM-2"])
+def test_a_plain_drbd_resource_name_passes(name):
+    assert drbd_problems(drbd_resource=name) == []
+
+
+# --------------------------------------------------------------- keepalived
+
+def vrrp_password_failures(password) -> list[str]:
+    return failing("keepalived", "Check the VRRP password", role_vars("keepalived", keepalived_auth_pass=password))
+
+
+@pytest.mark.parametrize("password", ["pass#1", "!secret", 'a"b', "a{b", "a}b", "a$b", "a`b", "a\\b", "", "123456789",
+                                      "two words", "ab\n"])
+def test_a_vrrp_password_keepalived_would_cut_or_misread_is_refused(password):
+    assert vrrp_password_failures(password), password
+
+
+@pytest.mark.parametrize("password", ["s3cret", "Ab-9_x.Z", "p@ss%&*(", "12345678"])
+def test_a_plain_vrrp_password_passes(password):
+    assert vrrp_password_failures(password) == []
+
+
+# ------------------------------------------------------------------ fencing
+
+BMC = {"type": "redfish", "address": "10.0.0.100", "port": 443, "username": "admin", "password": "secret"}
+
+
+def bmc_failures(bmc) -> list[str]:
+    variables = role_vars("fencing", fencing_mode="power")
+    if bmc is not None:
+        variables["bluemind_ha_bmc"] = bmc
+    return failing("fencing", "Check that each node describes its management controller", variables)
+
+
+def test_the_lab_bmc_entries_pass():
+    for scenario in ("drbd", "san"):
+        for host in ("node1", "node2"):
+            assert bmc_failures(lab_vars(scenario, host)["bluemind_ha_bmc"]) == [], (scenario, host)
+
+
+@pytest.mark.parametrize("change", [{"port": "https"}, {"port": 0}, {"port": 70000}, {"port": "443x"},
+                                    {"password": "secret\nipaddr=10.0.0.1"}, {"username": "admin\r"},
+                                    {"address": "10.0.0.100\n"}, {"type": "ilo"}, {"password": ""}])
+def test_a_bmc_entry_that_would_reach_the_agent_wrong_is_refused(change):
+    assert bmc_failures({**BMC, **change}), change
+
+
+def test_a_missing_bmc_entry_is_refused_with_the_role_s_message():
+    # Not a raw "undefined" error from a later condition.
+    assert bmc_failures(None) == ["bluemind_ha_bmc is defined"]
+
+
+@pytest.mark.parametrize("field", ["address", "username", "password"])
+def test_a_control_character_in_a_bmc_field_is_what_refuses_it(field):
+    (condition,) = bmc_failures({**BMC, field: BMC[field] + "\n"})
+    assert "regex_findall" in condition
+
+
+@pytest.mark.parametrize("change", [{"port": 8443}, {"port": "623", "type": "ipmi"}, {"password": "p@ss w0rd!"}])
+def test_a_plain_bmc_entry_passes(change):
+    bmc = {**BMC, **change}
+    assert bmc_failures(bmc) == []
+
+
+def distinct_bmcs(node1: dict, node2: dict) -> bool:
+    name = "Check that the two nodes name two different management controllers"
+    variables = {**role_vars("fencing", fencing_mode="power"),
+                 "hostvars": {"node1": {"bluemind_ha_bmc": node1}, "node2": {"bluemind_ha_bmc": node2}},
+                 **task_vars("fencing", name)}
+    (condition,) = task("fencing", name)["ansible.builtin.assert"]["that"]
+    return templar(variables).template(trust_as_template("{% if " + condition + " %}1{% else %}0{% endif %}")) == "1"
+
+
+def test_one_bmc_entry_copied_to_both_nodes_is_refused():
+    assert not distinct_bmcs(BMC, dict(BMC))
+    assert not distinct_bmcs(BMC, {**BMC, "address": "10.0.0.100".upper(), "password": "other"})
+
+
+def test_two_bmcs_pass():
+    lab = [lab_vars("drbd", h)["bluemind_ha_bmc"] for h in ("node1", "node2")]
+    assert distinct_bmcs(*lab)
+    assert distinct_bmcs(BMC, {**BMC, "port": 8443})
