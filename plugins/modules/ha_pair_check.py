@@ -117,6 +117,8 @@ options:
     description:
       - Problem codes to report as warnings instead of failing. A last resort for a known
         and accepted deviation, for example C(time_unsynchronized) in an isolated test network.
+      - A name that is not one of the problem codes above fails the check (a typo would
+        otherwise silently ignore nothing); the preflight role passes C(preflight_ignore) here.
     type: list
     elements: str
     default: []
@@ -240,6 +242,36 @@ def normal_wwid(value) -> str:
     if len(text) in (17, 33) and text.startswith("3"):
         text = text[1:]
     return text
+
+
+# Every code add() reports, in the order of the documentation's list.
+CODES = (
+    "node_count",
+    "os_mismatch",
+    "arch_mismatch",
+    "package_mismatch",
+    "package_missing",
+    "interface_missing",
+    "interface_down",
+    "address_invalid",
+    "address_missing",
+    "dynamic_address",
+    "duplicate_address",
+    "subnet_mismatch",
+    "vip_invalid",
+    "vip_outside_subnet",
+    "vip_is_node_address",
+    "vip_reserved",
+    "vip_in_use",
+    "peer_unreachable",
+    "hostname_conflict",
+    "fqdn_invalid",
+    "wwid_mismatch",
+    "disk_missing",
+    "disk_size_mismatch",
+    "disk_in_use",
+    "time_unsynchronized",
+)
 
 
 class PairCheck:
@@ -714,6 +746,10 @@ def main():
     )
     if not HAS_NETADDR:
         module.fail_json(msg=missing_required_lib("netaddr"))
+    unknown = sorted(set(module.params["ignore"]) - set(CODES))
+    if unknown:
+        module.fail_json(msg=f"ignore (the variable preflight_ignore) names {', '.join(unknown)}, which no check "
+                             f"reports; use the problem codes of docs/preflight.md: {', '.join(CODES)}")
     check = PairCheck(module.params)
     check.run()
     result = check.result()

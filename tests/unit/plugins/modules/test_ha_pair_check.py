@@ -2,6 +2,8 @@
 pass, and one case per problem code, each a change to the valid pair and the codes
 it must produce. Every case also checks that no other problem was reported."""
 import copy
+from pathlib import Path
+import re
 
 import pytest
 
@@ -443,3 +445,21 @@ def test_kernel_difference_is_a_warning(run_module):
 ])
 def test_wwid_spellings_compare_equal(value, expected):
     assert ha_pair_check.normal_wwid(value) == expected
+
+
+def test_an_unknown_name_to_ignore_is_refused_with_the_codes(run_module):
+    """A typo in preflight_ignore ignores nothing: refused, not silently accepted."""
+    args = pair_args()
+    args["ignore"] = ["time_unsynchronised", "time_unsynchronized"]
+    failed, result, dummy = run(run_module, args)
+    assert failed
+    assert "preflight_ignore) names time_unsynchronised, which no check reports" in result["msg"]
+    assert "time_unsynchronized" in result["msg"].split("codes of docs/preflight.md: ")[1]
+
+
+def test_the_codes_are_the_ones_the_checks_report_and_the_documentation_lists():
+    source = Path(ha_pair_check.__file__).read_text()
+    reported = set(re.findall(r'self\.add\(\s*"(\w+)"', source))
+    documented = re.findall(r"^  - C\((\w+)\) - ", ha_pair_check.DOCUMENTATION, re.M)
+    assert reported == set(ha_pair_check.CODES)
+    assert documented == list(ha_pair_check.CODES)
