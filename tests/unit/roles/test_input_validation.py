@@ -173,3 +173,49 @@ def test_two_bmcs_pass():
     lab = [lab_vars("drbd", h)["bluemind_ha_bmc"] for h in ("node1", "node2")]
     assert distinct_bmcs(*lab)
     assert distinct_bmcs(BMC, {**BMC, "port": 8443})
+
+
+# ---------------------------------------------------------------------- SAN
+
+def san_problems(**overrides) -> list:
+    variables = role_vars("san", bluemind_ha_san_wwid="360014056c1d4e2a1b2c4d5e8f90a1b2c", hostvars={})
+    variables.update(yaml.safe_load((ROOT / "roles" / "san" / "vars" / "main.yml").read_text()))
+    variables.update(overrides)
+    variables = {k: trust_as_template(v) if isinstance(v, str) else v for k, v in variables.items()}
+    return problems("san", "Check the SAN variables", "__san_problems", variables)
+
+
+def test_the_lab_san_inventory_passes():
+    lab = lab_vars("san")
+    assert san_problems(**{k: v for k, v in lab.items() if k.startswith(("san_", "bluemind_ha_san"))}) == []
+
+
+@pytest.mark.parametrize("wwid", ["naa.6001405a1b2c3d4e5f60718293a4b5c6", "NAA.6001405A1B2C3D4E5F60718293A4B5C6",
+                                  "0x6001405a1b2c3d4e5f60718293a4b5c6", "wwn-0x6001405a1b2c3d4e",
+                                  "36001405A1B2C3D4E5F60718293A4B5C6"])
+def test_a_wwid_that_multipath_conf_would_not_match_is_refused(wwid):
+    found = san_problems(bluemind_ha_san_wwid=wwid)
+    assert len(found) == 1 and found[0].startswith(f"bluemind_ha_san_wwid ({wwid}) must be"), found
+
+
+@pytest.mark.parametrize("wwid", ["36001405a1b2c3d4e5f60718293a4b5c6", "2002538b471b2a6d1", "SATA_QEMU_HARDDISK_QM1"])
+def test_a_wwid_as_multipath_shows_it_passes(wwid):
+    assert san_problems(bluemind_ha_san_wwid=wwid) == []
+
+
+def test_a_short_mutual_chap_secret_is_refused():
+    found = san_problems(san_chap_username="bm", san_chap_password="twelve-chars", san_chap_username_in="array",
+                         san_chap_password_in="short")
+    assert found == ["san_chap_password_in must have at least 12 characters (iSCSI arrays refuse shorter CHAP"
+                     " secrets)."], found
+    assert san_problems(san_chap_username="bm", san_chap_password="twelve-chars", san_chap_username_in="array",
+                        san_chap_password_in="twelve-chars-in") == []
+
+
+@pytest.mark.parametrize("field", ["san_chap_username", "san_chap_password", "san_chap_password_in"])
+def test_a_newline_in_a_chap_field_is_refused(field):
+    values = {"san_chap_username": "bm", "san_chap_password": "twelve-chars", "san_chap_username_in": "array",
+              "san_chap_password_in": "twelve-chars-in"}
+    values[field] += "\nnode.session.auth.authmethod = None"
+    found = san_problems(**values)
+    assert len(found) == 1 and "printable ASCII, without newlines" in found[0], found
