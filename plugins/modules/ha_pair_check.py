@@ -27,12 +27,14 @@ description:
   - C(package_missing) - a package of O(packages) is installed on one node only.
   - C(interface_missing) - the public interface O(interface) does not exist on a node.
   - C(interface_down) - the public interface exists but is down.
-  - C(address_invalid) - an address given in O(node_addresses) or O(replication_addresses) is not an IP address.
+  - C(address_invalid) - an address given in O(node_addresses) or O(replication_addresses) is not an IP address,
+    or a node address is of no floating IP's family.
   - C(address_missing) - the node's public (or replication) address is not configured on it.
   - C(dynamic_address) - the node's address comes from DHCP or SLAAC (it has a lifetime).
   - C(duplicate_address) - both nodes have the same public or replication address.
   - C(subnet_mismatch) - the two nodes' addresses are not in one subnet.
-  - C(vip_invalid) - O(vip) or O(vip6) is not an address with a prefix.
+  - C(vip_invalid) - O(vip) or O(vip6) is not an address with a prefix, or its prefix is that of a single
+    address (/32, /128).
   - C(vip_outside_subnet) - the floating IP is outside the nodes' subnet.
   - C(vip_is_node_address) - the floating IP is one of the nodes' own addresses.
   - C(vip_reserved) - the floating IP is the network (or IPv4 broadcast) address of its subnet.
@@ -384,6 +386,12 @@ class PairCheck:
                 self.add("vip_invalid", "pair",
                          f"vip and vip6 are both IPv{net.version}; vip6 is for the other family")
                 continue
+            if net.prefixlen == net.ip.netmask_bits():
+                # Kept for the other checks: the address itself may be fine.
+                self.add("vip_invalid", "pair",
+                         f"{option} {value} has the prefix of a single address; write it with the prefix of the "
+                         f"nodes' subnet (keepalived adds it to the interface with that prefix), for example "
+                         f"{net.ip}/{24 if net.version == 4 else 64}")
             self.vips.append({"option": option, "ip": net.ip, "net": net})
 
     def node_address(self, name: str, family: int, given):
@@ -448,6 +456,14 @@ class PairCheck:
                     continue
             given_addresses[name] = given
         families = [v["ip"].version for v in self.vips] or [4]
+        # Only when every floating IP given was understood (vip_invalid says the rest).
+        every_vip = len(self.vips) == len([o for o in ("vip", "vip6") if self.p.get(o)])
+        for name, given in given_addresses.items():
+            if every_vip and given and netaddr.IPAddress(bare(given)).version not in families:
+                self.add("address_invalid", name,
+                         f"bluemind_ha_address {given} is IPv{netaddr.IPAddress(bare(given)).version} but no floating "
+                         f"IP is; give {name}'s IPv{families[0]} address on the floating IP's subnet (or add a "
+                         "floating IP of that family for dual stack)")
         for family in families:
             vip = next((v for v in self.vips if v["ip"].version == family), None)
             found = {}
@@ -491,7 +507,8 @@ class PairCheck:
                          f"choose a free address inside {addr.cidr}")
             elif net.prefixlen != addr.prefixlen:
                 self.warn(name, f"the floating IP's prefix /{net.prefixlen} differs from {name}'s /{addr.prefixlen}")
-        reserved = ip == net.network or (ip.version == 4 and net.prefixlen < 31 and ip == net.broadcast)
+        reserved = net.prefixlen < ip.netmask_bits() and (
+            ip == net.network or (ip.version == 4 and net.prefixlen < 31 and ip == net.broadcast))
         if reserved:
             kind = "network" if ip == net.network else "broadcast"
             self.add("vip_reserved", "pair",

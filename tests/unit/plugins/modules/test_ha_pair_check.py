@@ -284,6 +284,11 @@ def address_garbage(args):
     args["node_addresses"]["node1"] = "node1.lab.test"
 
 
+def ipv6_address_ipv4_vip(args):
+    args.pop("vip6", None)
+    args["node_addresses"]["node1"] = "fd00:60::11"
+
+
 def setter(**values):
     def change(args):
         args.update(values)
@@ -324,6 +329,9 @@ CASES = [
     ("vip6 of the same family", "drbd", setter(vip6="192.168.60.101/24"), [("vip_invalid", "pair")]),
     ("vip is node1", "drbd", setter(vip="192.168.60.11/24"), [("vip_is_node_address", "node1")]),
     ("vip6 is node2", "drbd", setter(vip6="fd00:60::12/64"), [("vip_is_node_address", "node2")]),
+    ("vip is a single address", "drbd", setter(vip="192.168.60.100/32"), [("vip_invalid", "pair")]),
+    ("vip6 is a single address", "drbd", setter(vip6="fd00:60::100/128"), [("vip_invalid", "pair")]),
+    ("node address of no floating IP's family", "drbd", ipv6_address_ipv4_vip, [("address_invalid", "node1")]),
     ("vip is network", "drbd", setter(vip="192.168.60.0/24"), [("vip_reserved", "pair")]),
     ("vip is broadcast", "drbd", setter(vip="192.168.60.255/24"), [("vip_reserved", "pair")]),
     ("vip6 is subnet-router anycast", "drbd", setter(vip6="fd00:60::/64"), [("vip_reserved", "pair")]),
