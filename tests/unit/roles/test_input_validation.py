@@ -219,3 +219,46 @@ def test_a_newline_in_a_chap_field_is_refused(field):
     values[field] += "\nnode.session.auth.authmethod = None"
     found = san_problems(**values)
     assert len(found) == 1 and "printable ASCII, without newlines" in found[0], found
+
+
+# ------------------------------------------------------ DRBD adjust's output
+
+def adjust_failure(secret, stderr: str) -> str:
+    check = next(t for t in yaml.safe_load((ROOT / "roles" / "drbd" / "tasks" / "adjust.yml").read_text())
+                 if "ansible.builtin.assert" in t)
+    variables = role_vars("drbd", drbd_shared_secret=secret,
+                          drbd_adjust={"rc": 10, "stderr": stderr, "stdout": ""})
+    return templar(variables).template(trust_as_template(check["ansible.builtin.assert"]["fail_msg"]))
+
+
+SECRET = "lab-drbd-shared-secret"
+FAILED_DRBDSETUP = (f"drbdsetup net-options bluemind 0 --protocol=C --cram-hmac-alg=sha256 --shared-secret={SECRET}"
+                    f" --after-sb-0pri=discard-zero-changes\nCommand 'drbdsetup net-options' terminated with exit code 10\n"
+                    f'drbd.d/bluemind.res:12: shared-secret "{SECRET}";')
+
+
+def test_a_failed_adjust_shows_drbdadm_s_output_without_the_secret():
+    message = adjust_failure(SECRET, FAILED_DRBDSETUP)
+    assert SECRET not in message
+    assert "--shared-secret=********" in message and "terminated with exit code 10" in message
+    assert message.startswith("node1: drbdadm adjust bluemind failed (exit 10):"), message
+
+
+def test_the_adjust_tasks_keep_their_output_out_of_the_log():
+    tasks = yaml.safe_load((ROOT / "roles" / "drbd" / "tasks" / "adjust.yml").read_text())
+    run = next(t for t in tasks if "ansible.builtin.command" in t)
+    assert run["no_log"] is True and run["failed_when"] is False
+    # Every drbdadm adjust the role's tasks run goes through adjust.yml (the
+    # comparison with -d only prints, and has no_log itself).
+    for path in (ROOT / "roles" / "drbd" / "tasks").glob("*.yml"):
+        for other in yaml.safe_load(path.read_text()) or []:
+            command = other.get("ansible.builtin.command")
+            text = str(command.get("argv") if isinstance(command, dict) else command)
+            if command is not None and "adjust" in text and path.name != "adjust.yml":
+                assert other.get("no_log") is True and "-d" in text, (path.name, other["name"])
+
+
+def test_a_secret_other_than_the_inventory_s_is_masked_in_the_option_too():
+    # The running resource may carry the previous secret when the inventory's changed.
+    message = adjust_failure(SECRET, "drbdsetup net-options bluemind 0 --shared-secret=previous-secret-0123 --protocol=C")
+    assert "previous-secret-0123" not in message and "--shared-secret=******** --protocol=C" in message
