@@ -536,10 +536,14 @@ class LoadWindow:
             self.thread.start()
             try:
                 yield self
-                while time.monotonic() < self.deadline + 2:
-                    time.sleep(1)
-                # The load lasted its whole window: its unit ended by its own bound.
-                self.result = labtopo.vm(self.active).check_output("systemctl show -p Result --value lab-cpu-load")
+                # The load lasted its whole window: its unit ends by its own bound
+                # (RuntimeMaxSec, Result "timeout"), waited for here.
+                host = labtopo.vm(self.active)
+                labtopo.wait_for(
+                    lambda: host.check_output("systemctl show -p ActiveState --value lab-cpu-load")
+                    not in ("active", "activating", "deactivating"),
+                    max(self.deadline - time.monotonic(), 0) + 60, f"the load on {self.active} to end", interval=5)
+                self.result = host.check_output("systemctl show -p Result --value lab-cpu-load")
             finally:
                 self.stop.set()
                 self.thread.join(timeout=30)

@@ -677,7 +677,8 @@ def deactivate(conf, reason):
     transition = Transition(conf, "deactivate", reason)
     try:
         if reason == "shutdown":
-            # Bounded like the unit that runs it (TimeoutStopSec).
+            # Bounded like the unit that runs it: bluemind-ha-shutdown.service's
+            # TimeoutStopSec (roles/controller/tasks/install.yml), the same formula.
             write_marker(RELEASING, {"since": time.time(), "timeout": conf["stop_timeout"] * 2
                                      + conf["step_timeout"] * 4 + conf["lock_timeout"]})
         return _deactivate(conf, transition)
