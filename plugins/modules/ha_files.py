@@ -76,6 +76,19 @@ options:
         description: Group that owns the entry, a name (or a numeric group ID).
         type: str
         default: root
+  daemon_reload:
+    description:
+      - When V(true) and at least one entry changed, run C(systemctl daemon-reload) once,
+        after every entry is applied, so that systemd units and drop-ins written by this
+        run take effect before the next task starts them. Nothing is reloaded when no
+        entry changed, nor in check mode.
+      - Replaces a separate M(ansible.builtin.systemd_service) task with
+        O(ansible.builtin.systemd_service#module:daemon_reload=true) after the write, one
+        module run less.
+      - When the reload fails, the module fails naming the paths it changed, which stay
+        changed.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -121,12 +134,7 @@ EXAMPLES = r"""
         content: "{{ lookup('ansible.builtin.template', 'wrapper.sh.j2') }}"
       - path: /etc/systemd/system/bluemind-ha-old.service
         state: absent
-  register: controller_files
-
-- name: Reload systemd when a unit changed
-  ansible.builtin.systemd_service:
     daemon_reload: true
-  when: controller_files.changed_paths | select('match', '/etc/systemd/') | list | length > 0
 """
 
 RETURN = r"""
@@ -173,6 +181,11 @@ diff:
       after_header: /etc/systemd/system/bluemind-ha.service.d/override.conf
       before: "[Service]\nTimeoutStopSec=120\n"
       after: "[Service]\nTimeoutStopSec=300\n"
+daemon_reloaded:
+  description: Whether systemd was told to reload its units (O(daemon_reload) and a change, not in check mode).
+  returned: always
+  type: bool
+  sample: true
 problems:
   description: When an entry is invalid, every problem found, each naming its path. Nothing was changed.
   returned: failure
@@ -524,6 +537,7 @@ def main():
                     "group": {"type": "str", "default": "root"},
                 },
             },
+            "daemon_reload": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -531,11 +545,11 @@ def main():
         entries, problems = check_entries(module.params["files"])
     except OSError as error:
         module.fail_json(msg=f"nothing was changed: cannot inspect {error.filename}: {error.strerror}",
-                         changed=False, changed_paths=[], results=[])
+                         changed=False, changed_paths=[], results=[], daemon_reloaded=False)
     if problems:
         module.fail_json(msg=f"nothing was changed: {len(problems)} problem(s) in files:\n"
                              + "\n".join(f"- {text}" for text in problems),
-                         changed=False, changed_paths=[], results=[], problems=problems)
+                         changed=False, changed_paths=[], results=[], problems=problems, daemon_reloaded=False)
 
     run = Run(module.check_mode)
     for entry in entries:
@@ -544,8 +558,19 @@ def main():
         except OSError as error:
             module.fail_json(msg=f"{entry.path}: {error.strerror or error} (state={entry.state}); "
                                  f"changed before the failure: {', '.join(run.changed_paths) or 'nothing'}",
-                             changed=bool(run.changed_paths), changed_paths=run.changed_paths, results=run.results)
-    result = {"changed": bool(run.changed_paths), "changed_paths": run.changed_paths, "results": run.results}
+                             changed=bool(run.changed_paths), changed_paths=run.changed_paths, results=run.results,
+                             daemon_reloaded=False)
+    reloaded = False
+    if module.params["daemon_reload"] and run.changed_paths and not module.check_mode:
+        rc, out, err = module.run_command([module.get_bin_path("systemctl", required=True), "daemon-reload"])
+        if rc != 0:
+            module.fail_json(msg=f"systemctl daemon-reload failed (rc {rc}): {(err or out).strip()}; "
+                                 f"changed before the failure: {', '.join(run.changed_paths)}",
+                             changed=True, changed_paths=run.changed_paths, results=run.results,
+                             daemon_reloaded=False)
+        reloaded = True
+    result = {"changed": bool(run.changed_paths), "changed_paths": run.changed_paths, "results": run.results,
+              "daemon_reloaded": reloaded}
     if module._diff and run.diff:
         result["diff"] = run.diff
     module.exit_json(**result)

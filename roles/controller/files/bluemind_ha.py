@@ -46,6 +46,11 @@ usage: bluemind-ha [--config FILE] COMMAND [ARGS]
                               node's check passes whatever BlueMind answers, a
                               passive node's check fails so it cannot take over
   resume                      end a suspension
+  mark-releasing              the node's shutdown has begun (the stop of
+                              bluemind-ha-shutdown-begin.service, before any
+                              BlueMind unit stops): on an active node, the
+                              health check passes while VRRP master until the
+                              shutdown's deactivation has released the storage
   retry                       finish a SAN release that a deactivation could not
                               do (the LUN had no usable path yet): run by the
                               bluemind-ha-retry timer while /run/bluemind-ha/
@@ -91,7 +96,7 @@ HISTORY = "/var/lib/bluemind-ha/transitions.jsonl"
 OK, FAILED, USAGE, BUSY, STORAGE = 0, 1, 2, 3, 4
 READY_STATES = ("CORE_STATE_RUNNING",)
 COMMANDS = ("activate", "deactivate", "health", "notify", "status", "drain", "undrain", "suspend", "resume",
-            "retry")
+            "retry", "mark-releasing")
 # Written when a deactivation's release fails; the retry timer runs while it exists.
 PENDING = "release-pending"
 # bluemind-ha-san: the LUN's map is missing or has no usable path.
@@ -670,17 +675,42 @@ def hand_over_if_not_master():
 # over while this node was still stopping, and on a SAN preempted its reservation
 # under its last writes (the unmount's journal commit failed with reservation
 # conflicts; seen in the lab's clean reboot of the active node, 2026-12-06).
+#
+# The marker is written first by mark-releasing, the stop of
+# bluemind-ha-shutdown-begin.service: every BlueMind unit is ordered before that
+# unit (the guard drop-in's Before=), so at a shutdown systemd stops them only
+# once it exists. systemd stops them in parallel with the deactivation; without
+# the early marker, on a slow node the watcher saw BlueMind stopped by systemd
+# before the deactivation had written it, and the peer took over 6 s before the
+# release (lab, one vCPU per node, 2026-12-06). The deactivation's own unit cannot
+# be the one BlueMind waits for: its systemctl stop would wait for itself.
 RELEASING = "releasing"
+
+
+def releasing_bound(conf):
+    """How long a releasing marker counts: bluemind-ha-shutdown.service's
+    TimeoutStopSec (roles/controller/tasks/install.yml), the same formula."""
+    return conf["stop_timeout"] * 2 + conf["step_timeout"] * 4 + conf["lock_timeout"]
+
+
+def mark_releasing(conf):
+    """The shutdown has begun (bluemind-ha-shutdown-begin.service stops): an
+    active node keeps its verdict while BlueMind stops and the storage is
+    released. A passive node has nothing to hand over: no marker."""
+    if read_marker("active") is None and read_marker("activating") is None:
+        log("mark-releasing: this node is passive, nothing to hand over")
+        return OK
+    write_marker(RELEASING, {"since": time.time(), "timeout": releasing_bound(conf)})
+    log("mark-releasing: shutting down; the floating IP stays here until BlueMind is stopped and the storage "
+        "released")
+    return OK
 
 
 def deactivate(conf, reason):
     transition = Transition(conf, "deactivate", reason)
     try:
         if reason == "shutdown":
-            # Bounded like the unit that runs it: bluemind-ha-shutdown.service's
-            # TimeoutStopSec (roles/controller/tasks/install.yml), the same formula.
-            write_marker(RELEASING, {"since": time.time(), "timeout": conf["stop_timeout"] * 2
-                                     + conf["step_timeout"] * 4 + conf["lock_timeout"]})
+            write_marker(RELEASING, {"since": time.time(), "timeout": releasing_bound(conf)})
         return _deactivate(conf, transition)
     finally:
         remove_marker(RELEASING)
@@ -852,6 +882,11 @@ def health(conf, units_max_age=0.0):
     activating = read_marker("activating")
     if activating and time.time() - activating.get("since", 0) < activating.get("timeout", 0):
         return OK, "activation in progress"
+    releasing = read_marker(RELEASING)
+    if (releasing and 0 <= time.time() - releasing.get("since", 0) < releasing.get("timeout", 0)
+            and vrrp_state_since()[0] == "MASTER"):
+        # Before BlueMind's own verdict: systemd may be stopping BlueMind already.
+        return OK, "shutting down: the floating IP stays until BlueMind is stopped and the storage released"
     active = read_marker("active")
     if active:
         state = bluemind_state(conf)
@@ -882,9 +917,6 @@ def health(conf, units_max_age=0.0):
         return FAILED, f"active, BlueMind answers {state}"
     state, since = vrrp_state_since()
     if state == "MASTER":
-        releasing = read_marker(RELEASING)
-        if releasing and 0 <= time.time() - releasing.get("since", 0) < releasing.get("timeout", 0):
-            return OK, "shutting down: the floating IP stays until BlueMind is stopped and the storage released"
         # The notify hook records MASTER, then starts a Python program that marks
         # the activation (about a second, more on a busy node): a check in between
         # must not send the new master to FAULT. An activation that failed since
@@ -1315,6 +1347,8 @@ def main(argv):
             return set_flag(command, reason)
         if command == "retry":
             return retry(conf)
+        if command == "mark-releasing":
+            return mark_releasing(conf)
         if command in ("undrain", "resume"):
             return clear_flag({"undrain": "drain", "resume": "suspend"}[command])
         if "--nagios" in args:

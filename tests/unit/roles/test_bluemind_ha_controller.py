@@ -1018,3 +1018,39 @@ def test_a_master_shutting_down_keeps_its_verdict_until_the_storage_is_released(
     # A marker past its bound (a deactivation that died without removing it) no longer counts.
     module.write_marker(module.RELEASING, {"since": time.time() - 100, "timeout": 50})
     assert module.health(fake.conf)[0] == module.FAILED
+
+
+def test_a_shutdown_marked_before_bluemind_stops_keeps_the_verdict_of_the_active_master(node, monkeypatch):
+    """At a shutdown systemd stops BlueMind's units once mark-releasing has run
+    (bluemind-ha-shutdown-begin.service): an active VRRP master whose BlueMind no
+    longer answers keeps a passing verdict while the marker is within its bound,
+    and fails as an active node whose BlueMind is down without it (the peer took
+    over 6 s before the release). A passive node gets no marker."""
+    module, fake = node
+    run = Path(module.RUN)
+    run.mkdir(exist_ok=True)
+    (run / "vrrp-state").write_text(f"MASTER {time.time() - 600:.3f}\n")
+    module.write_marker("active", {"since": time.time() - 600})
+    monkeypatch.setattr(module, "bluemind_state", lambda conf: None)
+    assert module.health(fake.conf) == (module.FAILED, "active, BlueMind answers None")
+    assert module.mark_releasing(fake.conf) == module.OK
+    marker = module.read_marker(module.RELEASING)
+    assert marker["timeout"] == module.releasing_bound(fake.conf) > 0
+    code, why = module.health(fake.conf)
+    assert code == module.OK and "shutting down" in why, why
+    # Only on the VRRP master: a node that already left MASTER has nothing to keep.
+    (run / "vrrp-state").write_text(f"BACKUP {time.time():.3f}\n")
+    assert module.health(fake.conf)[0] == module.FAILED
+    (run / "vrrp-state").write_text(f"MASTER {time.time() - 600:.3f}\n")
+    module.write_marker(module.RELEASING, {"since": time.time() - 100, "timeout": 50})
+    assert module.health(fake.conf)[0] == module.FAILED, "a marker past its bound no longer counts"
+    module.remove_marker(module.RELEASING)
+    module.remove_marker("active")
+    assert module.mark_releasing(fake.conf) == module.OK
+    assert module.read_marker(module.RELEASING) is None, "a passive node has nothing to hand over"
+
+
+def test_mark_releasing_is_a_command_of_the_program(node):
+    module, dummy = node
+    assert "mark-releasing" in module.COMMANDS
+    assert "mark-releasing" in module.__doc__

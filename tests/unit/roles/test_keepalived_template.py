@@ -204,14 +204,16 @@ def test_a_watcher_that_ended_fails_only_an_active_nodes_old_verdict(tmp_path, r
 def watcher_unit(**overrides):
     """The health watcher's unit as the role installs it, from the role's defaults."""
     tasks = yaml.safe_load((TEMPLATE.parents[1] / "tasks" / "install.yml").read_text())
-    task = next(t for t in tasks if t["name"] == "Install the health watcher's unit")
+    task = next(t for t in tasks if t["name"] == "Install keepalived's drop-in and the health watcher's unit")
+    unit = next(f for f in task["bluemind_ha.cluster.ha_files"]["files"]
+                if f["path"] == "/etc/systemd/system/bluemind-ha-health.service")
     variables = dict(ROLE_DEFAULTS, **yaml.safe_load((TEMPLATE.parents[1] / "vars" / "main.yml").read_text()))
     variables.update(overrides)
     templar = Templar(loader=DataLoader(), variables=variables)
     for key, value in list(variables.items()):
         if isinstance(value, str) and "{{" in value and key.startswith("keepalived_"):
             variables[key] = templar.template(trust_as_template(value))
-    return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(task["ansible.builtin.copy"]["content"]))
+    return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(unit["content"]))
 
 
 def test_the_watcher_writes_the_file_keepalived_tracks_within_its_bound():

@@ -306,4 +306,50 @@ def test_every_problem_is_listed_at_once(files, tmp_path):
 
 def test_an_empty_list_changes_nothing(files):
     failed, result = files([])
-    assert not failed and result == {"changed": False, "changed_paths": [], "results": []}
+    assert not failed and result == {"changed": False, "changed_paths": [], "results": [], "daemon_reloaded": False}
+
+
+@pytest.fixture()
+def systemctl(monkeypatch):
+    """Records the commands the module runs; rc is what systemctl answers."""
+    from ansible.module_utils import basic
+    calls = {"argv": [], "rc": 0}
+
+    def run_command(self, argv, **kwargs):
+        calls["argv"].append(list(argv))
+        return calls["rc"], "", "Failed to reload daemon: Access denied" if calls["rc"] else ""
+    monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
+    monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, required=False: f"/usr/bin/{name}")
+    return calls
+
+
+def reload_run(run_module, entries, check=False):
+    failed, result, dummy = run_module(ha_files, {"files": entries, "daemon_reload": True,
+                                                  "_ansible_check_mode": check})
+    return failed, result
+
+
+def test_daemon_reload_runs_once_after_a_change_and_not_on_a_second_run(run_module, systemctl, tmp_path):
+    failed, result = reload_run(run_module, unit_set(tmp_path))
+    assert not failed and result["changed"] and result["daemon_reloaded"] is True
+    assert systemctl["argv"] == [["/usr/bin/systemctl", "daemon-reload"]]
+    failed, result = reload_run(run_module, unit_set(tmp_path))
+    assert not failed and not result["changed"] and result["daemon_reloaded"] is False
+    assert len(systemctl["argv"]) == 1, "nothing changed: nothing to reload"
+
+
+def test_daemon_reload_is_off_by_default_and_in_check_mode(run_module, files, systemctl, tmp_path):
+    failed, result = files(unit_set(tmp_path))
+    assert not failed and result["changed"] and result["daemon_reloaded"] is False
+    failed, result = reload_run(run_module, [entry(tmp_path / "other.conf", content="x\n")], check=True)
+    assert not failed and result["changed"] and result["daemon_reloaded"] is False
+    assert systemctl["argv"] == []
+
+
+def test_a_failed_daemon_reload_fails_naming_what_changed(run_module, systemctl, tmp_path):
+    systemctl["rc"] = 1
+    failed, result = reload_run(run_module, unit_set(tmp_path))
+    assert failed and result["changed"] is True and result["daemon_reloaded"] is False
+    assert "daemon-reload failed (rc 1): Failed to reload daemon: Access denied" in result["msg"]
+    assert str(tmp_path / "wrapper") in result["msg"]
+    assert (tmp_path / "wrapper").exists(), "the files written stay written"
