@@ -18,6 +18,7 @@ import re
 import time
 
 import labtopo
+import outages
 
 NODES = labtopo.members("bluemind_ha")
 VARS = labtopo.inventory_vars("bluemind_ha")
@@ -122,6 +123,12 @@ class Client(labtopo.Remote):
             return 0.0
         return round(self.errors[-1][1] - self.errors[0][1] + 0.2, 1)
 
+    def outages(self) -> list[float]:
+        """The client's outages, in order: each a run of failed requests with no
+        acknowledged request between them, in seconds (its first failed request's
+        start to its last one's, plus the client's pause)."""
+        return outages.outage_runs(self.errors, self.acked)
+
     def unreadable(self) -> list[int]:
         """The acknowledged mail not read back as written through the floating IP."""
         host = labtopo.vm(self.node)
@@ -136,19 +143,27 @@ def client_during(active: str, fault: str, bound: float):
     """A client writing through the floating IP for the block (the fault and the
     pair's return to a settled state): then every write it saw acknowledged must
     read back, the safety invariants hold on every sample (assert_pair_invariants),
-    and its error window (first failed request to last) must be at most bound
-    seconds. Yields the client; the block's end must come after the pair settled."""
+    and the seconds it could not write (the sum of its outages, each a run of failed
+    requests with no acknowledged one between them) must be at most bound. Not the
+    span from the first failure to the last: a clean reboot of the active node
+    hands over (one outage), then the old node boots and rejoins; once its guest
+    kernel locked up during that boot (the emulator, 2026-12-07), DRBD froze the
+    Primary's writes until its ping timeout, a second outage of about 10 s two
+    minutes after the first, and the span (148 s) counted the two minutes in
+    between when every write was acknowledged. Yields the client; the block's end
+    must come after the pair settled."""
     client = Client(client_host(active), f"{fault}-{int(time.time())}")
     labtopo.wait_for(lambda: len(client.acked) > 10, 60, "the client to make progress")
     try:
         yield client
     finally:
         client.stop()
-    print(f"{fault}: client errors {len(client.errors)}, window {client.error_window()} s,"
-          f" acknowledged {len(client.acked)}")
+    runs = client.outages()
+    print(f"{fault}: client errors {len(client.errors)}, outages {runs} s (first to last error"
+          f" {client.error_window()} s), acknowledged {len(client.acked)}")
     assert_pair_invariants(client)
-    assert client.error_window() <= bound, (
-        f"{fault}: the client's error window {client.error_window()} s is over its bound {bound} s;"
+    assert sum(runs) <= bound, (
+        f"{fault}: the client could not write for {sum(runs):.1f} s ({runs}), over its bound {bound} s;"
         f" first errors {client.errors[:5]}")
 
 
