@@ -696,9 +696,16 @@ def releasing_bound(conf):
 def mark_releasing(conf):
     """The shutdown has begun (bluemind-ha-shutdown-begin.service stops): an
     active node keeps its verdict while BlueMind stops and the storage is
-    released. A passive node has nothing to hand over: no marker."""
+    released. A passive node has nothing to hand over: no marker. Nor has a
+    node that is not shutting down (an operator stopped the unit): a marker
+    would keep a failed BlueMind's verdict passing for the marker's bound."""
     if read_marker("active") is None and read_marker("activating") is None:
         log("mark-releasing: this node is passive, nothing to hand over")
+        return OK
+    manager = run(["systemctl", "is-system-running"], 10, check=False).stdout.strip()
+    if manager != "stopping":
+        log(f"mark-releasing: the system is not shutting down (systemd: {manager or 'no answer'}); no marker",
+            syslog.LOG_WARNING)
         return OK
     write_marker(RELEASING, {"since": time.time(), "timeout": releasing_bound(conf)})
     log("mark-releasing: shutting down; the floating IP stays here until BlueMind is stopped and the storage "

@@ -32,6 +32,7 @@ class FakeNode:
         self.busy = set()
         self.unmounted_by_other = set()
         self.state = "CORE_STATE_RUNNING"
+        self.manager = "running"  # systemctl is-system-running
         self.tmp = tmp_path
 
     def run(self, argv, timeout, check=True):
@@ -58,6 +59,8 @@ class FakeNode:
             out = "".join(f"{u} loaded failed failed x\n" for u in sorted(self.failed_units))
         elif argv[0] == "systemctl" and argv[1] == "list-units":
             out = "".join(f"{u} loaded active running x\n" for u in sorted(self.active_units) if u.startswith("bm-"))
+        elif argv[:2] == ["systemctl", "is-system-running"]:
+            out, rc = self.manager + "\n", 0 if self.manager == "running" else 1
         elif argv[0] == "systemctl" and argv[1] == "reset-failed":
             self.failed_units -= set(argv[argv.index("--") + 1:])
         elif argv[0].startswith("bluemind-ha-") and argv[1] in ("promote", "claim"):
@@ -1033,6 +1036,11 @@ def test_a_shutdown_marked_before_bluemind_stops_keeps_the_verdict_of_the_active
     module.write_marker("active", {"since": time.time() - 600})
     monkeypatch.setattr(module, "bluemind_state", lambda conf: None)
     assert module.health(fake.conf) == (module.FAILED, "active, BlueMind answers None")
+    # An operator's stop of the unit, no shutdown: no marker, the verdict stays failing.
+    assert module.mark_releasing(fake.conf) == module.OK
+    assert module.read_marker(module.RELEASING) is None
+    assert module.health(fake.conf)[0] == module.FAILED
+    fake.manager = "stopping"
     assert module.mark_releasing(fake.conf) == module.OK
     marker = module.read_marker(module.RELEASING)
     assert marker["timeout"] == module.releasing_bound(fake.conf) > 0
