@@ -94,6 +94,8 @@ IMAGE_STAMP = ".last-used"
 # vCPUs as it has cores (issue 27). 900 s covers that with a margin, and a VM that
 # truly hangs still fails within 15 minutes rather than holding a suite for an hour.
 BOOT_TIMEOUT = 900.0
+# How often the lab's power service looks for a VM whose guest rebooted (serve-power).
+POWER_POLL = 0.5
 # Segment order fixes the multicast port offset of each segment within a lab.
 SEGMENTS = ("public", "replication", "fabric_a", "fabric_b", "spare")
 PORT_STRIDE = 100           # ports reserved per lab: segments, SSH, controllers
@@ -398,6 +400,14 @@ def nic_resets(console: str) -> list[str]:
     return found
 
 
+def guest_powered_down(console_tail: str) -> bool:
+    """Whether the guest's kernel ended its last run with a power-off (its
+    "reboot: Power down" line, printed whatever the console level), not a reboot
+    ("reboot: Restarting system"), a panic's reboot or a reset from the host."""
+    lines = [line for line in console_tail.splitlines() if "reboot: " in line or "===== labctl:" in line]
+    return bool(lines) and "reboot: Power down" in lines[-1]
+
+
 def lockup_reboots(console: str) -> int:
     """How many times the guest panicked on a soft lockup (and so rebooted), from
     its serial console: a VM the emulator stopped scheduling (softlockup_panic)."""
@@ -435,20 +445,45 @@ class VM:
     def running(self) -> bool:
         return self.pid() is not None
 
+    @contextlib.contextmanager
+    def power_lock(self):
+        """One power change of this VM at a time: labctl's commands and the lab's
+        power service (serve-power) both start VMs."""
+        with open(self.dir / "power.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def wanted_on(self) -> bool:
+        """The VM's power as last asked (power on/off, up): on until asked off."""
+        try:
+            return (self.dir / "power").read_text().strip() != "off"
+        except OSError:
+            return False
+
+    def want(self, state: str) -> None:
+        (self.dir / "power").write_text(state + "\n")
+
     def start(self) -> None:
+        with self.power_lock():
+            self.want("on")
+            self._start_locked()
+
+    def _start_locked(self, why: str = "power on") -> None:
         if self.running():
             return
         argv = self.meta["argv"]
         (self.dir / "qemu.pid").unlink(missing_ok=True)
         self.monitor.unlink(missing_ok=True)
         with open(self.dir / "console.log", "a") as console:
-            console.write(f"\n===== labctl: power on {time.strftime('%Y-%m-%dT%H:%M:%S')} =====\n")
+            console.write(f"\n===== labctl: {why} {time.strftime('%Y-%m-%dT%H:%M:%S')} =====\n")
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise LabError(f"{self.name}: QEMU did not start: {proc.stderr.strip()}")
 
     def power_off(self, timeout: float = 15.0) -> None:
         """Pull the plug: the QEMU process ends now, the guest gets no warning."""
+        with self.power_lock():
+            self.want("off")
         pid = self.pid()
         if pid is None:
             return
@@ -464,6 +499,20 @@ class VM:
 
     def power_on(self) -> None:
         self.start()
+
+    def restart_after_exit(self) -> str:
+        """What the lab's power service does about a VM whose QEMU process is
+        gone: boot it in a new process ("restarted": a guest reboot, a reset, a
+        panic's reboot), or nothing ("" while it runs or was asked off;
+        "powered down" when the guest powered itself off, now recorded as off)."""
+        with self.power_lock():
+            if not self.wanted_on() or self.running():
+                return ""
+            if guest_powered_down(self.console_tail(5)):
+                self.want("off")
+                return "powered down"
+            self._start_locked("the guest rebooted: power on in a new QEMU process")
+            return "restarted"
 
     def reimage(self) -> None:
         """A node reinstalled from scratch, with its old name and addresses: the
@@ -489,7 +538,9 @@ class VM:
         hmp(self.monitor, "system_reset")
 
     def power_state(self) -> str:
-        return "On" if self.running() else "Off"
+        # A guest rebooting between two QEMU processes is on, as a rebooting
+        # server's management controller says.
+        return "On" if self.running() or self.wanted_on() else "Off"
 
     def set_link(self, segment: str, up: bool) -> None:
         if segment not in self.meta["segments"] and segment != "mgmt":
@@ -622,7 +673,16 @@ class Lab:
             "-machine", "pc", "-accel", "tcg,thread=multi", "-cpu", qemu_cpu(),
             "-smp", str(cpus), "-m", str(int(spec.get("memory", 1024))),
             "-nodefaults", "-display", "none", "-rtc", "base=utc",
-            "-serial", f"file:{vdir / 'console.log'}",
+            # One console file for every QEMU process of the VM (append=on): a
+            # guest reboot starts a new process (below), and the lockup and NIC
+            # watchdog counts read the whole history.
+            "-chardev", f"file,id=console,path={vdir / 'console.log'},append=on", "-serial", "chardev:console",
+            # A guest reboot ends the QEMU process and the lab's power service
+            # (serve-power) boots the VM in a new one: an in-process reset under
+            # TCG made the next boot's kernel phase take 10 to 47 s instead of
+            # about 6 s for a fresh process (san lab, 2026-12-07), with the rest
+            # of the boot slower too (docs/lab.md, "Reboots").
+            "-no-reboot",
             "-monitor", f"unix:{vdir / 'monitor.sock'},server,nowait",
             "-pidfile", str(vdir / "qemu.pid"), "-daemonize",
             "-device", "virtio-rng-pci",
@@ -684,6 +744,7 @@ class Lab:
         start = time.monotonic()
         self.start_time_server()
         self.start_bmc_doubles()
+        self.start_service("power", "serve-power", "--lab", self.name)
         for vm in vms:
             vm.start()
         log(f"lab {self.name}: {len(vms)} VM(s) started, waiting for SSH")
@@ -1138,6 +1199,27 @@ def ntp_reply(request: bytes, received: float, now: float) -> bytes | None:
             + request[40:48] + ntp_stamp(received) + ntp_stamp(now))
 
 
+def cmd_serve_power(args) -> int:
+    """The lab's power service: each VM runs with -no-reboot, so a guest reboot
+    ends its QEMU process; this boots it again in a new one within POWER_POLL
+    seconds, unless the VM was powered off (labctl power off, a fence call) or
+    powered itself off. Ends with the lab (stop_services, or its directory gone)."""
+    lab = Lab(args.lab)
+    while lab.exists():
+        for vm in lab.vms():
+            try:
+                outcome = vm.restart_after_exit()
+            except (OSError, LabError) as exc:
+                # Not again and again: the VM stays off, as a failed power-on leaves it.
+                with contextlib.suppress(OSError):
+                    vm.want("off")
+                outcome = f"could not boot again after its reboot, left off: {exc}"
+            if outcome:
+                log(f"{vm.name}: {outcome}")
+        time.sleep(POWER_POLL)
+    return 0
+
+
 def cmd_serve_time(args) -> int:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", args.port))
@@ -1283,6 +1365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bmc-relay", help="relay a guest connection (stdin/stdout) to a host port (QEMU guestfwd)")
     p.add_argument("--port", type=int, required=True)
     p.set_defaults(func=cmd_bmc_relay)
+    p = sub.add_parser("serve-power", help="boot a VM again after its guest rebooted (started by up)")
+    p.add_argument("--lab", required=True)
+    p.set_defaults(func=cmd_serve_power)
     p = sub.add_parser("serve-time", help="NTP server for the guests (started by up)")
     p.add_argument("--port", type=int, required=True)
     p.set_defaults(func=cmd_serve_time)

@@ -213,6 +213,7 @@ def test_monitoring_sees_the_nominal_pair():
     assert_monitoring_sees(holder())
 
 
+@pytest.mark.one_scenario("the guard's condition is a file in /run, the storage is not touched")
 def test_an_upgrade_on_the_passive_node_does_not_start_bluemind_there():
     passive = other(holder())
     host = labtopo.vm(passive)
@@ -242,6 +243,8 @@ def test_an_upgrade_on_the_passive_node_does_not_start_bluemind_there():
 CRASH_BOUND = 100.0
 
 
+@pytest.mark.one_scenario("a failing health verdict hands over like the public link loss and the"
+                              " SAN's loss of every path, which both scenarios check")
 def test_bm_core_crashing_moves_the_service_to_the_peer():
     active = holder()
     peer = other(active)
@@ -267,6 +270,8 @@ def test_bm_core_crashing_moves_the_service_to_the_peer():
 PASSIVE_LOSS_BOUND = {"drbd": 40.0, "san": 0.0}
 
 
+@pytest.mark.one_scenario("on a SAN the active node's paths and reservation do not depend on the passive"
+                              " node: its clean reboot checks the same zero-error bound and its return")
 def test_power_off_of_the_passive_node_keeps_the_service_within_its_bound():
     active = holder()
     passive = other(active)
@@ -469,6 +474,8 @@ def test_power_off_of_the_active_node_loses_no_acknowledged_mail(receiver):
     assert summary["vip_median"] < 8, summary
 
 
+@pytest.mark.one_scenario("the metrics' storage part is checked on both methods on the nominal pair;"
+                              " after a failover only the roles have moved")
 def test_monitoring_sees_the_pair_after_the_failover():
     """The metrics and the plugin follow the failover: the survivor is the active
     node in both, the node that came back is the passive one (issue 31)."""

@@ -110,6 +110,11 @@ def test_vm_command_line(labctl, tmp_path):
     assert meta["disks"]["drbd"]["size"] == 2 << 30
     assert meta["segments"] == ["public", "replication"]
     assert "-m" in argv and argv[argv.index("-m") + 1] == "1536"
+    # A guest reboot ends the process (the power service boots a new one); the
+    # console file keeps every process's output.
+    assert "-no-reboot" in argv
+    assert f"file,id=console,path={lab.vm('node1').dir / 'console.log'},append=on" in argv
+    assert argv[argv.index("-serial") + 1] == "chardev:console"
 
 
 def test_two_labs_never_share_ports(labctl, tmp_path):
@@ -517,3 +522,73 @@ def test_list_shows_every_vm_with_its_state_and_pid(labctl, tmp_path, proc_table
     assert out[5].startswith("lab QEMU processes of no lab")
     assert out[6].split()[:3] == ["pid", "5151", "lab-gone-n1"] and "/somewhere/run/gone" in out[6]
     assert "pgrep -af process=lab-" in labctl.build_parser().format_help()
+
+
+# ------------------------------------------------- reboots in a new QEMU process
+
+
+def test_guest_powered_down_reads_the_kernel_s_last_word(labctl):
+    assert labctl.guest_powered_down("login: [   64.4] reboot: Power down\n")
+    assert not labctl.guest_powered_down("login: [   64.4] reboot: Restarting system\n")
+    # A panic's reboot prints no reboot line; a reset from the host none either.
+    assert not labctl.guest_powered_down("[ 64.4] Kernel panic - not syncing: softlockup\nRebooting in 5 seconds..\n")
+    assert not labctl.guest_powered_down("")
+    # The power-down of an earlier process, then a new one that rebooted.
+    assert not labctl.guest_powered_down(
+        "[ 9.1] reboot: Power down\n===== labctl: power on 2026-12-07T03:45:00 =====\n[ 60.2] boot\n")
+
+
+@pytest.fixture()
+def booting(labctl, proc_table, monkeypatch):
+    """QEMU's start replaced by a fake process that writes its pidfile; the argv
+    of each start."""
+    started = []
+
+    def run(argv, **_kwargs):
+        if not argv[0].startswith("qemu-system"):  # qemu-img at the VM's definition
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        pid = 700 + len(started)
+        started.append(argv)
+        fake_qemu(labctl, pid, argv)
+        Path(argv[argv.index("-pidfile") + 1]).write_text(str(pid))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(labctl.subprocess, "run", run)
+    return started
+
+
+def exit_qemu(labctl, vm, console_line):
+    """The VM's QEMU process ended (-no-reboot) after the guest printed console_line."""
+    shutil.rmtree(labctl.PROC / str(vm.pid()))
+    with open(vm.dir / "console.log", "a") as console:
+        console.write(console_line + "\n")
+
+
+def test_the_power_service_boots_a_rebooted_guest_in_a_new_process(labctl, tmp_path, booting):
+    lab, _spec = define(labctl, tmp_path)
+    vm = lab.vm("node1")
+    vm.start()
+    assert vm.running() and len(booting) == 1
+    assert vm.restart_after_exit() == ""  # it runs: nothing to do
+    exit_qemu(labctl, vm, "[   64.4] reboot: Restarting system")
+    # Between the two processes the management controller still says On.
+    assert not vm.running() and vm.power_state() == "On"
+    assert vm.restart_after_exit() == "restarted"
+    assert vm.running() and len(booting) == 2 and booting[1] == booting[0]
+    assert "===== labctl: the guest rebooted: power on in a new QEMU process" in (vm.dir / "console.log").read_text()
+
+
+def test_the_power_service_leaves_off_a_vm_powered_off_or_powering_itself_off(labctl, tmp_path, booting):
+    lab, _spec = define(labctl, tmp_path)
+    vm = lab.vm("node1")
+    vm.start()
+    exit_qemu(labctl, vm, "[   70.1] reboot: Power down")
+    assert vm.restart_after_exit() == "powered down"
+    assert vm.power_state() == "Off" and vm.restart_after_exit() == "" and len(booting) == 1
+    vm.power_on()
+    assert vm.running() and len(booting) == 2
+    # Pulled plug (power off, a fence call): asked off before the process ends.
+    pid = vm.pid()
+    vm.want("off")
+    shutil.rmtree(labctl.PROC / str(pid))
+    assert vm.restart_after_exit() == "" and vm.power_state() == "Off" and len(booting) == 2
