@@ -98,7 +98,7 @@ def test_a_replication_link_cut_keeps_the_primary_serving_and_the_secondary_pass
     active = primary()
     passive = other(active)
     writer = labtopo.Writer(active, f"{MOUNT}/writes", start=last_write(active))
-    labtopo.wait_for(lambda: len(writer.acked) > 20, 60, "the writer to make progress")
+    labtopo.wait_for(lambda: len(writer.acked) > pairstate.PROGRESS, 60, "the writer to make progress")
     labtopo.labctl("link", labtopo.lab_name(), passive, "replication", "off")
     try:
         labtopo.wait_for(lambda: state(passive).get("disk") == "Outdated", 60, f"{passive} to be outdated")
@@ -124,7 +124,7 @@ def test_in_a_partition_one_node_stays_primary_and_the_other_is_powered_off():
     labtopo.wait_for(lambda: settled(active), 300, f"BlueMind to run on {active} only")
     assert primary() == active
     writer = labtopo.Writer(active, f"{MOUNT}/writes", start=last_write(active))
-    labtopo.wait_for(lambda: len(writer.acked) > 20, 60, "the writer to make progress")
+    labtopo.wait_for(lambda: len(writer.acked) > pairstate.PROGRESS, 60, "the writer to make progress")
     for segment in ("public", "replication"):
         labtopo.labctl("link", labtopo.lab_name(), passive, segment, "off")
     # The cut node's keepalived is in FAULT (its public link is down), so its

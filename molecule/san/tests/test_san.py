@@ -140,7 +140,7 @@ def test_losing_every_path_of_the_active_node_moves_the_service_after_the_queuei
     conf = json.loads(labtopo.vm(active).check_output("cat /etc/bluemind-ha/controller.json"))
     grace, interval = conf["storage_grace"], int(VARS["keepalived_check_interval"])
     client = pairstate.Client(pairstate.client_host(active), f"pathless-{int(time.time())}")
-    labtopo.wait_for(lambda: len(client.acked) > 10, 60, "the client to make progress")
+    labtopo.wait_for(lambda: len(client.acked) > pairstate.PROGRESS, 60, "the client to make progress")
     cut = time.time()
     for fabric in ("fabric_a", "fabric_b"):
         labtopo.labctl("link", labtopo.lab_name(), active, fabric, "off")

@@ -397,10 +397,10 @@ def failover(receiver: Receiver, run: int) -> dict:
     assert written["code"] == 201, written
     writes = f"{MOUNT}/writes"
     writer = labtopo.Writer(active, writes, start=max(labtopo.records(active, writes), default=0))
-    labtopo.wait_for(lambda: len(writer.acked) > 20, 60, "the writer to make progress")
+    labtopo.wait_for(lambda: len(writer.acked) > pairstate.PROGRESS, 60, "the writer to make progress")
     calls_before = len(receiver.calls)
     client = pairstate.Client(pairstate.client_host(survivor), f"active-off{run}-{int(time.time())}")
-    labtopo.wait_for(lambda: len(client.acked) > 10, 60, "the client to make progress")
+    labtopo.wait_for(lambda: len(client.acked) > pairstate.PROGRESS, 60, "the client to make progress")
     t0 = time.time()
     start = time.monotonic()
     load = labtopo.cpu_saturated(survivor) if LOADED else contextlib.nullcontext()
