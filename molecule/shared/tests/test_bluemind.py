@@ -244,7 +244,7 @@ CRASH_BOUND = 100.0
 
 
 @pytest.mark.one_scenario("a failing health verdict hands over like the public link loss and the"
-                              " SAN's loss of every path, which both scenarios check")
+                          " SAN's loss of every path, which both scenarios check")
 def test_bm_core_crashing_moves_the_service_to_the_peer():
     active = holder()
     peer = other(active)
@@ -271,7 +271,7 @@ PASSIVE_LOSS_BOUND = {"drbd": 40.0, "san": 0.0}
 
 
 @pytest.mark.one_scenario("on a SAN the active node's paths and reservation do not depend on the passive"
-                              " node: its clean reboot checks the same zero-error bound and its return")
+                          " node: its clean reboot checks the same zero-error bound and its return")
 def test_power_off_of_the_passive_node_keeps_the_service_within_its_bound():
     active = holder()
     passive = other(active)
@@ -475,7 +475,7 @@ def test_power_off_of_the_active_node_loses_no_acknowledged_mail(receiver):
 
 
 @pytest.mark.one_scenario("the metrics' storage part is checked on both methods on the nominal pair;"
-                              " after a failover only the roles have moved")
+                          " after a failover only the roles have moved")
 def test_monitoring_sees_the_pair_after_the_failover():
     """The metrics and the plugin follow the failover: the survivor is the active
     node in both, the node that came back is the passive one (issue 31)."""

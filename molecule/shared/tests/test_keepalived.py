@@ -130,7 +130,7 @@ def test_the_vrrp_process_is_favoured_and_locked_in_memory():
 
 
 @pytest.mark.one_scenario("the watcher writes its verdict and keepalived reads it the same way on both"
-                              " methods; the storage's part of the verdict is in test_monitoring_sees_the_nominal_pair")
+                          " methods; the storage's part of the verdict is in test_monitoring_sees_the_nominal_pair")
 def test_keepalived_reads_a_verdict_and_starts_no_process_to_check():
     """The health check costs keepalived nothing and cannot time out (issue 27):
     keepalived tracks the verdict file of the health watcher (track_file), which
