@@ -841,6 +841,11 @@ class Lab:
                     log(f"{vm.name}: rebooted {lockups} time(s) after a soft lockup (vCPUs no longer "
                         f"scheduled by the emulator: see {vm.name}-console.log)")
         stop_services(self)
+        # Each reboot the power service handled (or could not), kept with the consoles.
+        power_log = self.dir / "services" / "power.log"
+        if power_log.exists():
+            (LOGS / self.name).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(power_log, LOGS / self.name / "power.log")
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- outputs

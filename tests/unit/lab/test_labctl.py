@@ -347,7 +347,9 @@ def test_make_lab_down_takes_down_only_the_labs_make_lab_makes(target):
 
 
 def test_down_takes_down_the_named_labs_only(labctl, tmp_path, proc_table, monkeypatch):
-    define(labctl, tmp_path, "demo-drbd")
+    demo, _spec = define(labctl, tmp_path, "demo-drbd")
+    (demo.dir / "services").mkdir()
+    (demo.dir / "services" / "power.log").write_text("[labctl 03:55:31] node1: restarted\n")
     other, _spec = define(labctl, tmp_path, "molecule-drbd")
     killed = []
     monkeypatch.setattr(labctl.os, "kill", lambda *args: killed.append(args))
@@ -356,6 +358,8 @@ def test_down_takes_down_the_named_labs_only(labctl, tmp_path, proc_table, monke
     assert labctl.main(["down", "--lab", "demo-drbd", "--lab", "demo-san"]) == 0
     assert not (labctl.RUN / "demo-drbd").exists()
     assert not (labctl.RUN / "demo-san").exists()
+    # The power service's log outlives the lab, with the consoles.
+    assert "node1: restarted" in (labctl.LOGS / "demo-drbd" / "power.log").read_text()
     assert other.exists() and [vm.name for vm in other.vms()] == ["node1", "node2"]
     assert killed == []
 
