@@ -11,6 +11,7 @@ a drained node test_keepalived_drain (both drbd only).
 
 A watcher on each node samples every 0.2 s whether the node holds the floating IP;
 the last test reads every sample and fails if both nodes held it at once."""
+import concurrent.futures
 import json
 import time
 
@@ -155,6 +156,79 @@ def test_keepalived_reads_a_verdict_and_starts_no_process_to_check():
         assert max(ages) <= interval + 3, f"{node}: the verdict was not renewed every {interval} s: ages {ages}"
         report = json.loads(host.check_output("bluemind-ha status --json"))
         assert report["verdict"]["ok"] is True and report["verdict"]["stale"] is False, report["verdict"]
+
+
+# Test instrument, run on the client VM (a host on the public segment that is not
+# the peer): sends VRRPv2 adverts (RFC 3768 section 5.3: version 2, type 1, the
+# pair's router id, priority 255, the floating IP, no authentication as in the
+# lab) to each node's address, one each `every` seconds for `seconds`; prints how
+# many it sent.
+FORGER = r"""
+import socket, struct, sys, time
+vrid, vip, seconds, every = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+body = struct.pack("!BBBBBBH4s8s", 0x21, vrid, 255, 1, 0, 1, 0, socket.inet_aton(vip), bytes(8))
+total = sum(struct.unpack("!%dH" % (len(body) // 2), body))
+while total >> 16:
+    total = (total & 0xFFFF) + (total >> 16)
+packet = body[:6] + struct.pack("!H", ~total & 0xFFFF) + body[8:]
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
+sent, end = 0, time.monotonic() + seconds
+while time.monotonic() < end:
+    for target in sys.argv[5:]:
+        sent += sock.sendto(packet, (target, 0)) > 0
+    time.sleep(every)
+print(sent)
+"""
+
+
+@pytest.mark.one_scenario("keepalived refuses an advert from outside the pair by its source address, the same"
+                          " on both storage methods")
+def test_forged_adverts_from_outside_the_pair_are_refused():
+    """Issue 29: a host on the public segment that is not the peer advertises
+    priority 255 for the pair's router id to both nodes. keepalived checks each
+    advert's source against its unicast peers (check_unicast_src) and drops it:
+    the active node stays MASTER with its floating IP, its state file keeps its
+    date, the client's writes keep being acknowledged (no outage at all), and both
+    nodes' keepalived logged the refusal. Without the check (main before it) the
+    master yielded to the forged priority: nobody held the floating IP.
+
+    One forged advert every 1.5 advert intervals: keepalived 2.2.7 restarts its
+    advert timer on every packet it receives, dropped ones included
+    (vrrp_dispatcher_read, "If we have sent an advert, reset the timer"), so a
+    faster flood from any host silences the master and the backup takes the IP
+    for moments (measured: every 3.7 s at 4 adverts a second). Only a packet
+    filter in front of keepalived stops that (issue 29, the firewall layer:
+    docs/keepalived.md)."""
+    lab = labtopo.inventory_vars("bluemind_ha")
+    active = holders()[0]
+    passive = other(active)
+    wait_bluemind_follows(active)
+    since = {n: labtopo.vm(n).check_output("date +%s") for n in NODES}
+    master_since = labtopo.vm(active).check_output("cut -d' ' -f2 /run/bluemind-ha/vrrp-state")
+    attacker = pairstate.client_host(active)
+    assert attacker not in NODES, f"the forger must run outside the pair, not on {attacker}"
+    addresses = [str(labtopo.host_vars(n)["bluemind_ha_address"]) for n in NODES]
+    every = 1.5 * float(lab.get("keepalived_advert_int", 1))
+    with pairstate.client_during(active, "forged-vrrp", 0.0):
+        host = labtopo.vm(attacker)
+        host.check_output(f"cat > /var/tmp/vrrp-forge.py <<'EOF'\n{FORGER}EOF")
+        forger = concurrent.futures.ThreadPoolExecutor(1).submit(
+            host.check_output, f"python3 /var/tmp/vrrp-forge.py {lab.get('keepalived_router_id', 51)}"
+                               f" {VIP} 9 {every} {' '.join(addresses)}")
+        assert_stays(active, 11)
+        sent = forger.result(timeout=30)
+        assert int(sent) >= 2 * 5, f"the forger sent {sent} adverts"
+        assert vrrp_state(active) == "MASTER" and vrrp_state(passive) == "BACKUP"
+        assert labtopo.vm(active).check_output("cut -d' ' -f2 /run/bluemind-ha/vrrp-state") == master_since
+    for node in NODES:
+        refused = labtopo.vm(node).check_output(
+            f"journalctl --no-pager -u keepalived --since @{since[node]} | grep -c 'not a unicast peer' || true")
+        assert int(refused) >= 3, f"{node}'s keepalived logged {refused} refusals of the forged adverts"
+        moved = labtopo.vm(node).check_output(
+            f"journalctl --no-pager -u keepalived --since @{since[node]} | grep -c 'Entering' || true")
+        assert int(moved) == 0, f"{node}'s keepalived changed state during the forgery"
+    assert holders() == [active]
 
 
 def test_stopping_keepalived_moves_the_ip_even_when_its_stop_notify_is_lost():

@@ -49,6 +49,8 @@ def test_ipv4_instance_is_unicast_backup_nopreempt():
     block = instance(text, "BLUEMIND_V4")
     assert "state BACKUP" in block and "nopreempt" in block and "priority 150" in block
     assert "unicast_src_ip 192.168.60.11" in block and "        192.168.60.12\n" in block
+    # Adverts from any other source are dropped (issue 29: forged priority 255).
+    assert "\n    check_unicast_src\n" in block
     assert "192.168.60.100/24 dev eth1" in block
     assert 'notify "/etc/keepalived/bluemind-ha/vrrp notify" root' in block
     assert "vrrp_sync_group" not in text and "authentication" not in block
@@ -58,7 +60,7 @@ def test_dual_stack_has_a_v3_instance_and_a_sync_group_notified_once():
     text = render([V4, V6], keepalived_auth_pass="secret")
     v6 = instance(text, "BLUEMIND_V6")
     assert "version 3" in v6 and "virtual_router_id 52" in v6
-    assert "unicast_src_ip fd00:60::11" in v6 and "fd00:60::12" in v6
+    assert "unicast_src_ip fd00:60::11" in v6 and "fd00:60::12" in v6 and "check_unicast_src" in v6
     assert "fd00:60::100/64 dev eth1" in v6
     # VRRPv3 has no authentication; the IPv4 instance keeps it.
     assert "authentication" not in v6 and "auth_pass secret" in instance(text, "BLUEMIND_V4")
@@ -66,7 +68,7 @@ def test_dual_stack_has_a_v3_instance_and_a_sync_group_notified_once():
 
 
 @pytest.mark.parametrize("overrides,present,absent", [
-    ({"keepalived_unicast": False}, [], ["unicast_src_ip", "unicast_peer"]),
+    ({"keepalived_unicast": False}, [], ["unicast_src_ip", "unicast_peer", "check_unicast_src"]),
     ({"keepalived_preempt": True}, ["state BACKUP"], ["nopreempt"]),
     ({"keepalived_track_uplink": ["192.168.60.1"]},
      ["vrrp_script bluemind_ha_uplink", "track_script {\n        bluemind_ha_uplink\n"], []),
