@@ -30,8 +30,11 @@ Handlers DRBD calls (configured in the resource file):
                passive node wait so that in a partition the active node wins)
                and report it fenced only once its controller reports it off;
                in fencing mode outdate, report it unreachable (DRBD then
-               assumes it is dead). Until this handler succeeds, DRBD keeps
-               I/O frozen: no write can reach one side only.
+               assumes it is dead). A peer that answers without outdating its
+               disk, or whose answer fails authentication, is never assumed
+               dead: stonith powers it off, outdate fails. Until this handler
+               succeeds, DRBD keeps I/O frozen: no write can reach one side
+               only; a failure alerts (drbd_alert_command).
   split-brain  log the split brain at critical level and alert
 
 Commands the role uses (JSON output with "changed"):
@@ -249,7 +252,12 @@ def answer(conf, request, seen):
 
 
 def ask_peer_to_outdate(conf):
-    """outdated, inconsistent, primary, or unreachable."""
+    """The peer's authenticated answer (outdated, inconsistent, primary, or
+    "error: ..." when it could not outdate its disk); "unauthenticated" when
+    something answered without the shared secret's MAC; "silent" when a connection
+    was accepted but no answer came (the peer's service is alive: a clock too far
+    apart, a request it ignored); "unreachable" only when no attempt connected."""
+    connected = False
     nonce = secrets.token_hex(16)
     now = time.time()
     request = {"resource": conf["resource"], "node": conf["node"], "time": now, "nonce": nonce,
@@ -258,17 +266,20 @@ def ask_peer_to_outdate(conf):
         try:
             with socket.create_connection((conf["peer_address"], conf["outdate_port"]),
                                           timeout=conf["outdate_timeout"]) as sock:
+                connected = True
                 # The peer may wait for its side of the link to drop before it can outdate.
                 sock.settimeout(conf["disconnect_wait"] + 10)
                 sock.sendall((json.dumps(request) + "\n").encode())
                 reply = json.loads(sock.makefile().readline())
-            if hmac.compare_digest(mac(conf["secret"], reply["result"], nonce), reply.get("mac", "")):
-                return reply["result"]
-            return "unreachable"
+            if hmac.compare_digest(mac(conf["secret"], str(reply["result"]), nonce), str(reply.get("mac", ""))):
+                return str(reply["result"])
+            # Something answered on the peer's address: not proof that the peer
+            # is dead.
+            return "unauthenticated"
         except (OSError, ValueError, KeyError):
             if attempt + 1 < conf["outdate_attempts"]:
                 time.sleep(1)
-    return "unreachable"
+    return "silent" if connected else "unreachable"
 
 
 class OutdateHandler(socketserver.StreamRequestHandler):
@@ -317,9 +328,17 @@ def fence_peer(conf):
     if result == "primary":
         log(f"fence-peer: {peer} is Primary: this node must not write ({took:.1f} s)", syslog.LOG_CRIT)
         return FP_PRIMARY
-    if result.startswith("error"):
-        log(f"fence-peer: {peer} could not outdate its disk: {result}", syslog.LOG_ERR)
-    if conf["fencing"] == "outdate":
+    if result != "unreachable":
+        # The peer answered without outdating its disk ("error: ...", an unknown
+        # answer), accepted the connection and said nothing, or the answer failed
+        # authentication: the peer may be alive and able to write. Never assumed dead; power-off is the only way on.
+        log(f"fence-peer: {peer} answered but did not outdate its disk: {result}", syslog.LOG_ERR)
+        if conf["fencing"] == "outdate":
+            log(f"fence-peer: fencing mode outdate has no power-off; I/O stays frozen until the operator acts, "
+                f"see docs/drbd.md ({took:.1f} s)", syslog.LOG_CRIT)
+            alert(conf, "fencing-failed")
+            return FAILED
+    elif conf["fencing"] == "outdate":
         log(f"fence-peer: {peer} is unreachable on every path; fencing mode outdate assumes it is dead "
             f"({took:.1f} s)", syslog.LOG_WARNING)
         return FP_UNREACHABLE
@@ -331,15 +350,21 @@ def fence_peer(conf):
         return FP_FENCED
     log(f"fence-peer: could not fence {peer} (bluemind-ha-fence exit {proc.returncode}); I/O stays frozen "
         f"until the operator acts, see docs/drbd.md ({took:.1f} s)", syslog.LOG_CRIT)
+    alert(conf, "fencing-failed")
     return FAILED
+
+
+def alert(conf, event):
+    """drbd_alert_command, when set, with the arguments alert EVENT RESOURCE NODE."""
+    if conf.get("alert_command"):
+        run(["/bin/sh", "-c", conf["alert_command"], "alert", event, conf["resource"], conf["node"]],
+            check=False, timeout=60)
 
 
 def split_brain(conf):
     log(f"split-brain: DRBD detected a split brain on {conf['resource']} between {conf['node']} and "
         f"{conf['peer']}; the resource stays disconnected. Recovery: docs/drbd.md", syslog.LOG_CRIT)
-    if conf.get("alert_command"):
-        run(["/bin/sh", "-c", conf["alert_command"], "alert", "split-brain", conf["resource"], conf["node"]],
-            check=False, timeout=60)
+    alert(conf, "split-brain")
     return OK
 
 

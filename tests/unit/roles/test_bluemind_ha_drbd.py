@@ -5,8 +5,10 @@ split brain)."""
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -78,7 +80,15 @@ def test_the_outdate_server_only_obeys_the_authenticated_peer_once(drbd, monkeyp
     ("unreachable", "stonith", 0, 7),
     ("unreachable", "stonith", 3, 1),
     ("error: something", "stonith", 0, 7),
+    ("unauthenticated", "stonith", 0, 7),
     ("unreachable", "outdate", None, 5),
+    # A peer that answered, or an answer without the secret's MAC, is never a
+    # dead peer (issue 29): outdate mode has no power-off, so I/O stays frozen.
+    ("error: disk busy", "outdate", None, 1),
+    ("unauthenticated", "outdate", None, 1),
+    ("silent", "outdate", None, 1),
+    ("silent", "stonith", 0, 7),
+    ("a result this version does not know", "outdate", None, 1),
 ])
 def test_fence_peer_exit_codes(drbd, monkeypatch, peer_says, fencing, fence_rc, expected):
     calls = []
@@ -89,11 +99,50 @@ def test_fence_peer_exit_codes(drbd, monkeypatch, peer_says, fencing, fence_rc, 
         return subprocess.CompletedProcess(argv, fence_rc, "", "")
 
     monkeypatch.setattr(drbd, "run", run)
-    assert drbd.fence_peer(dict(CONF, fencing=fencing)) == expected
+    assert drbd.fence_peer(dict(CONF, fencing=fencing, alert_command="notify-admins")) == expected
+    fences = [argv for argv in calls if argv[0] != "/bin/sh"]
+    alerts = [argv[4:] for argv in calls if argv[0] == "/bin/sh"]
     # Power is only cut when the peer could not be outdated, and only in stonith mode.
-    assert bool(calls) == (fence_rc is not None)
-    if calls:
-        assert calls[0] == ["/usr/local/sbin/bluemind-ha-fence", "off"]
+    assert bool(fences) == (fence_rc is not None)
+    if fences:
+        assert fences == [["/usr/local/sbin/bluemind-ha-fence", "off"]]
+    # Every exit that leaves I/O frozen alerts, and only those.
+    assert alerts == ([["fencing-failed", "bluemind", "node1"]] if expected == 1 else [])
+
+
+def serve_once(reply_for):
+    """A one-shot outdate server on the loopback that answers reply_for(request)
+    (nothing when it returns None)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer():
+        conn = server.accept()[0]
+        with conn, server:
+            request = json.loads(conn.makefile().readline())
+            reply = reply_for(request)
+            if reply is not None:
+                conn.sendall((json.dumps(reply) + "\n").encode())
+    threading.Thread(target=answer, daemon=True).start()
+    return port
+
+
+@pytest.mark.parametrize("result,signed,expected", [
+    ("outdated", True, "outdated"),
+    ("error: disk busy", True, "error: disk busy"),
+    ("outdated", False, "unauthenticated"),
+    (None, True, "silent"),
+])
+def test_the_peer_s_answer_counts_only_with_the_secret_s_mac(drbd, result, signed, expected):
+    conf = dict(CONF, peer_address="127.0.0.1", outdate_timeout=5)
+
+    def reply_for(request):
+        if result is None:  # the request ignored (a replay, a clock too far apart)
+            return None
+        secret = conf["secret"] if signed else "another-secret-of-some-length"
+        return {"result": result, "nonce": request["nonce"], "mac": drbd.mac(secret, result, request["nonce"])}
+    conf["outdate_port"] = serve_once(reply_for)
+    assert drbd.ask_peer_to_outdate(conf) == expected
 
 
 def states_in_turn(*states):
