@@ -93,3 +93,47 @@ def test_the_summary_says_how_the_host_was_during_each_scenario(monkeypatch, cap
     table = out[out.index("===== suite summary"):]
     assert " failed " in table and "host OVERSUBSCRIBED" in table
     assert "host" not in next(line for line in table.splitlines() if line.strip().startswith("unit"))
+
+
+def test_static_stages_run_beside_the_scenarios_and_report_after_them(monkeypatch, capsys):
+    ran = []
+
+    class Recorded(suite.Background):
+        def run(self):
+            for name in self.names:
+                ran.append(("background", name))
+                self.results[name] = (1 if name == "sanity" else 0, 2.0, f"output of {name}\n")
+
+    monkeypatch.setattr(suite, "Background", Recorded)
+    monkeypatch.setattr(suite, "STAGES", {"lint": None, "sanity": None, "unit": lambda: ran.append("unit") or 0,
+                                          "molecule-drbd": lambda: ran.append("drbd") or 0})
+    monkeypatch.setattr(suite, "cleanup", lambda ran: None)
+    monkeypatch.delenv("SUITE_BACKGROUND", raising=False)
+    assert suite.main([]) == 1
+    assert [r for r in ran if isinstance(r, str)] == ["unit", "drbd"]
+    assert [r for r in ran if isinstance(r, tuple)] == [("background", "lint"), ("background", "sanity")]
+    out = capsys.readouterr().out
+    # Their output after the scenarios; the summary in the stages' order.
+    assert out.index("output of lint") > out.index("===== stage molecule-drbd")
+    table = out[out.index("===== suite summary"):].splitlines()
+    assert [line.split()[0] for line in table[1:5]] == ["lint", "sanity", "unit", "molecule-drbd"]
+    assert "(beside the scenarios)" in table[2] and " failed " in table[2] and "beside" not in table[3]
+
+
+def test_without_a_scenario_or_with_suite_background_0_every_stage_runs_in_order(monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(suite, "STAGES", {"lint": lambda: ran.append("lint") or 0,
+                                          "molecule-drbd": lambda: ran.append("drbd") or 0})
+    monkeypatch.setattr(suite, "cleanup", lambda ran: None)
+    monkeypatch.setenv("SUITE_BACKGROUND", "0")
+    assert suite.main([]) == 0 and ran == ["lint", "drbd"]
+    monkeypatch.delenv("SUITE_BACKGROUND")
+    assert suite.main(["lint"]) == 0 and ran == ["lint", "drbd", "lint"]
+
+
+def test_a_background_stage_runs_at_idle_priority():
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    out = subprocess.run([sys.executable, "-c", "import os; print(os.sched_getscheduler(0) == os.SCHED_IDLE)"],
+                         preexec_fn=suite.idle_priority, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"

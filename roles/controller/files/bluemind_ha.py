@@ -333,45 +333,76 @@ def alert_settings(conf):
         return {}
 
 
+def tls_context(settings):
+    """Certificates verified against the system's CAs, or the site's CA file."""
+    import ssl  # pylint: disable=import-outside-toplevel
+    return ssl.create_default_context(cafile=settings.get("ca_file") or None)
+
+
+def alert_webhook(settings, event, summary):
+    """POST the event. The token only over https, and never to where a redirect
+    points: a 3xx answer is not followed (urllib would re-send the header)."""
+    import urllib.error  # pylint: disable=import-outside-toplevel
+    import urllib.request  # pylint: disable=import-outside-toplevel
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl} not followed", headers, fp)
+
+    webhook = settings["webhook_url"]
+    https = webhook.lower().startswith("https://")
+    headers = {"Content-Type": "application/json"}
+    if settings.get("webhook_token"):
+        if not https:
+            log(f"alert: webhook {webhook} is not https: sent without its token", syslog.LOG_WARNING)
+        else:
+            headers["Authorization"] = f"Bearer {settings['webhook_token']}"
+    handlers = [NoRedirect()]
+    if https:
+        handlers.append(urllib.request.HTTPSHandler(context=tls_context(settings)))
+    try:
+        body = json.dumps(dict(event, summary=summary)).encode()
+        request = urllib.request.Request(webhook, data=body, headers=headers, method="POST")
+        with urllib.request.build_opener(*handlers).open(request, timeout=settings.get("timeout", 5)):
+            pass
+    except (OSError, ValueError, urllib.error.URLError) as exc:
+        log(f"alert: webhook {webhook} failed: {exc}", syslog.LOG_WARNING)
+
+
+def alert_email(settings, event, summary):
+    """Through the relay; STARTTLS verifies the relay's certificate, and the relay
+    password is never sent on a connection without TLS."""
+    import smtplib  # pylint: disable=import-outside-toplevel
+    from email.message import EmailMessage  # pylint: disable=import-outside-toplevel
+    relay = settings["smtp_host"]
+    try:
+        message = EmailMessage()
+        message["Subject"] = summary
+        message["From"] = settings.get("email_from", f"bluemind-ha@{event['node']}")
+        message["To"] = ", ".join(settings["email_to"])
+        message.set_content(json.dumps(event, indent=2))
+        with smtplib.SMTP(relay, settings.get("smtp_port", 25), timeout=settings.get("timeout", 10)) as smtp:
+            if settings.get("smtp_starttls"):
+                smtp.starttls(context=tls_context(settings))
+            if settings.get("smtp_username"):
+                if not settings.get("smtp_starttls"):
+                    raise smtplib.SMTPException("the relay login needs smtp_starttls: the password is never sent in clear")
+                smtp.login(settings["smtp_username"], settings.get("smtp_password", ""))
+            smtp.send_message(message)
+    except (OSError, smtplib.SMTPException) as exc:
+        log(f"alert: email through {relay} failed: {exc}", syslog.LOG_WARNING)
+
+
 def alert(conf, event):
     """Journal always; email and webhook when configured. Never raises."""
     settings = alert_settings(conf)
     summary = (f"BlueMind HA {event['node']}: {event['transition']} {event['outcome']} in {event['seconds']} s"
                + (f" ({event['error']})" if event.get("error") else ""))
     log(f"alert: {summary}", syslog.LOG_CRIT if event["outcome"] != "ok" else syslog.LOG_NOTICE)
-    webhook = settings.get("webhook_url")
-    if webhook:
-        import urllib.error  # pylint: disable=import-outside-toplevel
-        import urllib.request  # pylint: disable=import-outside-toplevel
-        try:
-            body = json.dumps(dict(event, summary=summary)).encode()
-            headers = {"Content-Type": "application/json"}
-            if settings.get("webhook_token"):
-                headers["Authorization"] = f"Bearer {settings['webhook_token']}"
-            request = urllib.request.Request(webhook, data=body, headers=headers, method="POST")
-            with urllib.request.urlopen(request, timeout=settings.get("timeout", 5)):  # nosec B310 - operator's URL
-                pass
-        except (OSError, ValueError, urllib.error.URLError) as exc:
-            log(f"alert: webhook {webhook} failed: {exc}", syslog.LOG_WARNING)
-    relay = settings.get("smtp_host")
-    recipients = settings.get("email_to") or []
-    if relay and recipients:
-        import smtplib  # pylint: disable=import-outside-toplevel
-        from email.message import EmailMessage  # pylint: disable=import-outside-toplevel
-        try:
-            message = EmailMessage()
-            message["Subject"] = summary
-            message["From"] = settings.get("email_from", f"bluemind-ha@{event['node']}")
-            message["To"] = ", ".join(recipients)
-            message.set_content(json.dumps(event, indent=2))
-            with smtplib.SMTP(relay, settings.get("smtp_port", 25), timeout=settings.get("timeout", 10)) as smtp:
-                if settings.get("smtp_starttls"):
-                    smtp.starttls()
-                if settings.get("smtp_username"):
-                    smtp.login(settings["smtp_username"], settings.get("smtp_password", ""))
-                smtp.send_message(message)
-        except (OSError, smtplib.SMTPException) as exc:
-            log(f"alert: email through {relay} failed: {exc}", syslog.LOG_WARNING)
+    if settings.get("webhook_url"):
+        alert_webhook(settings, event, summary)
+    if settings.get("smtp_host") and settings.get("email_to"):
+        alert_email(settings, event, summary)
 
 
 # ---------------------------------------------------------------- transitions

@@ -1062,3 +1062,168 @@ def test_mark_releasing_is_a_command_of_the_program(node):
     module, dummy = node
     assert "mark-releasing" in module.COMMANDS
     assert "mark-releasing" in module.__doc__
+
+
+# ------------------------------------------------- alerts on the wire (issue 29, item 4)
+
+def self_signed(tmp_path):
+    """A CA-less certificate for 127.0.0.1 (the test's own https endpoint)."""
+    import datetime  # pylint: disable=import-outside-toplevel
+    import ipaddress  # pylint: disable=import-outside-toplevel
+    from cryptography import x509  # pylint: disable=import-outside-toplevel
+    from cryptography.hazmat.primitives import hashes, serialization  # pylint: disable=import-outside-toplevel
+    from cryptography.hazmat.primitives.asymmetric import ec  # pylint: disable=import-outside-toplevel
+    from cryptography.x509.oid import NameOID  # pylint: disable=import-outside-toplevel
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hooks.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "hook.pem", tmp_path / "hook.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+def hook_server(received, answer=204, location=None, tls=None):
+    """One request served in a thread: what it received, and its answer."""
+    import ssl  # pylint: disable=import-outside-toplevel
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append({"path": self.path, "authorization": self.headers.get("Authorization")})
+            self.send_response(answer)
+            if location:
+                self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        # A followed redirect would come back as a GET.
+        do_GET = do_POST  # noqa: N815
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    server.timeout = 5
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    return server
+
+
+EVENT = {"node": "node1", "transition": "activate", "outcome": "failed", "seconds": 3.1, "error": "test"}
+
+
+@pytest.fixture()
+def logged(node, monkeypatch):
+    module, _fake = node
+    lines = []
+    monkeypatch.setattr(module, "log", lambda message, *args: lines.append(message))
+    return lines
+
+
+def test_an_https_webhook_gets_its_token_after_the_certificate_is_verified(node, tmp_path, logged):
+    module, fake = node
+    tls = self_signed(tmp_path)
+    received = []
+    server = hook_server(received, tls=tls)
+    (tmp_path / "alert.json").write_text(json.dumps({"webhook_url": f"https://127.0.0.1:{server.server_port}/hook",
+                                                     "webhook_token": "t0ken", "ca_file": tls[0], "timeout": 5}))
+    module.alert(fake.conf, EVENT)
+    server.server_close()
+    assert received == [{"path": "/hook", "authorization": "Bearer t0ken"}], logged
+    assert not [line for line in logged if "failed" in line.split(":", 2)[-1] and "webhook" in line]
+
+
+def test_an_https_webhook_whose_certificate_is_not_trusted_gets_nothing(node, tmp_path, logged):
+    module, fake = node
+    received = []
+    server = hook_server(received, tls=self_signed(tmp_path))
+    # No ca_file: the system's CAs do not know the test's certificate.
+    (tmp_path / "alert.json").write_text(json.dumps({"webhook_url": f"https://127.0.0.1:{server.server_port}/hook",
+                                                     "webhook_token": "t0ken", "timeout": 5}))
+    module.alert(fake.conf, EVENT)
+    server.server_close()
+    assert received == []
+    assert any("webhook" in line and "CERTIFICATE_VERIFY_FAILED" in line for line in logged), logged
+
+
+def test_a_webhook_redirect_is_not_followed_so_the_token_goes_nowhere_else(node, tmp_path, logged):
+    module, fake = node
+    tls = self_signed(tmp_path)
+    elsewhere, received = [], []
+    other = hook_server(elsewhere)
+    server = hook_server(received, answer=302, location=f"http://127.0.0.1:{other.server_port}/collect", tls=tls)
+    (tmp_path / "alert.json").write_text(json.dumps({"webhook_url": f"https://127.0.0.1:{server.server_port}/hook",
+                                                     "webhook_token": "t0ken", "ca_file": tls[0], "timeout": 5}))
+    module.alert(fake.conf, EVENT)
+    server.server_close()
+    other.server_close()
+    assert received == [{"path": "/hook", "authorization": "Bearer t0ken"}]
+    assert elsewhere == []
+    assert any("redirect to http://127.0.0.1" in line and "not followed" in line for line in logged), logged
+
+
+def test_a_webhook_token_is_never_sent_over_plain_http(node, tmp_path, logged):
+    module, fake = node
+    received = []
+    server = hook_server(received)
+    (tmp_path / "alert.json").write_text(json.dumps({"webhook_url": f"http://127.0.0.1:{server.server_port}/hook",
+                                                     "webhook_token": "t0ken", "timeout": 5}))
+    module.alert(fake.conf, EVENT)
+    server.server_close()
+    assert received == [{"path": "/hook", "authorization": None}]
+    assert any("not https: sent without its token" in line for line in logged), logged
+
+
+class FakeSMTP:
+    """smtplib.SMTP as the alert drives it: what it was asked, in order."""
+    calls: list = []
+
+    def __init__(self, host, port, timeout):
+        self.calls.append(("connect", host, port))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def starttls(self, context=None):
+        self.calls.append(("starttls", context))
+
+    def login(self, user, password):
+        self.calls.append(("login", user, password))
+
+    def send_message(self, message):
+        self.calls.append(("send", message["To"]))
+
+
+@pytest.mark.parametrize("starttls", [False, True])
+def test_the_relay_password_goes_only_over_a_verified_starttls(node, tmp_path, logged, monkeypatch, starttls):
+    import smtplib  # pylint: disable=import-outside-toplevel
+    import ssl  # pylint: disable=import-outside-toplevel
+    module, fake = node
+    FakeSMTP.calls = []
+    monkeypatch.setattr(smtplib, "SMTP", FakeSMTP)
+    (tmp_path / "alert.json").write_text(json.dumps({
+        "smtp_host": "relay.example.org", "smtp_port": 587, "smtp_starttls": starttls, "smtp_username": "ha",
+        "smtp_password": "relay-s3cret", "email_to": ["ops@example.org"]}))
+    module.alert(fake.conf, EVENT)
+    kinds_seen = [call[0] for call in FakeSMTP.calls]
+    if starttls:
+        assert kinds_seen == ["connect", "starttls", "login", "send"], FakeSMTP.calls
+        context = FakeSMTP.calls[1][1]
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    else:
+        assert kinds_seen == ["connect"], FakeSMTP.calls
+        assert any("needs smtp_starttls" in line for line in logged), logged

@@ -92,8 +92,19 @@ def test_the_metrics_timer_writes_the_textfile_every_interval():
     ({"controller_metrics_path": "/var/lib/prometheus/"}, "controller_metrics_path"),
     ({"controller_metrics_interval": 5}, "controller_metrics_interval"),
     ({"controller_metrics_interval": "often"}, "controller_metrics_interval"),
+    # Issue 29, item 4: no alert secret in clear on the wire.
+    ({"controller_alert_webhook_url": "http://hooks.example.org/x", "controller_alert_webhook_token": "t0ken"},
+     "controller_alert_webhook_token is set but controller_alert_webhook_url is not https://"),
+    ({"controller_alert_webhook_url": "https://hooks.example.org/x", "controller_alert_webhook_token": "t0ken"}, None),
+    ({"controller_alert_webhook_url": "http://hooks.example.org/x"}, None),
+    ({"controller_alert_smtp_host": "relay.example.org", "controller_alert_smtp_username": "ha"},
+     "controller_alert_smtp_username is set without controller_alert_smtp_starttls"),
+    ({"controller_alert_smtp_host": "relay.example.org", "controller_alert_smtp_username": "ha",
+      "controller_alert_smtp_starttls": True}, None),
+    ({"controller_alert_ca_file": "site-ca.pem"}, "controller_alert_ca_file"),
+    ({"controller_alert_ca_file": "/etc/ssl/certs/site-ca.pem"}, None),
 ])
-def test_validation_refuses_a_metrics_path_or_interval_it_cannot_use(overrides, problem):
+def test_validation_refuses_metrics_and_alert_settings_it_cannot_use(overrides, problem):
     task = yaml.safe_load((ROLE / "tasks" / "validate.yml").read_text())[0]
     variables = role_defaults(**overrides)
     templar = Templar(loader=DataLoader(), variables=variables)
