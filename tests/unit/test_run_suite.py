@@ -108,7 +108,7 @@ def test_static_stages_run_beside_the_scenarios_and_report_after_them(monkeypatc
     monkeypatch.setattr(suite, "STAGES", {"lint": None, "sanity": None, "unit": lambda: ran.append("unit") or 0,
                                           "molecule-drbd": lambda: ran.append("drbd") or 0})
     monkeypatch.setattr(suite, "cleanup", lambda ran: None)
-    monkeypatch.delenv("SUITE_BACKGROUND", raising=False)
+    monkeypatch.setenv("SUITE_BACKGROUND", "1")
     assert suite.main([]) == 1
     assert [r for r in ran if isinstance(r, str)] == ["unit", "drbd"]
     assert [r for r in ran if isinstance(r, tuple)] == [("background", "lint"), ("background", "sanity")]
@@ -120,14 +120,14 @@ def test_static_stages_run_beside_the_scenarios_and_report_after_them(monkeypatc
     assert "(beside the scenarios)" in table[2] and " failed " in table[2] and "beside" not in table[3]
 
 
-def test_without_a_scenario_or_with_suite_background_0_every_stage_runs_in_order(monkeypatch, capsys):
+def test_by_default_or_without_a_scenario_every_stage_runs_in_order(monkeypatch, capsys):
     ran = []
     monkeypatch.setattr(suite, "STAGES", {"lint": lambda: ran.append("lint") or 0,
                                           "molecule-drbd": lambda: ran.append("drbd") or 0})
     monkeypatch.setattr(suite, "cleanup", lambda ran: None)
-    monkeypatch.setenv("SUITE_BACKGROUND", "0")
+    monkeypatch.delenv("SUITE_BACKGROUND", raising=False)
     assert suite.main([]) == 0 and ran == ["lint", "drbd"]
-    monkeypatch.delenv("SUITE_BACKGROUND")
+    monkeypatch.setenv("SUITE_BACKGROUND", "1")
     assert suite.main(["lint"]) == 0 and ran == ["lint", "drbd", "lint"]
 
 
