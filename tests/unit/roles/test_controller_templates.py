@@ -103,6 +103,10 @@ def test_the_metrics_timer_writes_the_textfile_every_interval():
       "controller_alert_smtp_starttls": True}, None),
     ({"controller_alert_ca_file": "site-ca.pem"}, "controller_alert_ca_file"),
     ({"controller_alert_ca_file": "/etc/ssl/certs/site-ca.pem"}, None),
+    # Issue 29, item 8: a major version without data paths (a Jinja KeyError before).
+    ({"bluemind_version": "6.0.12"}, "bluemind_version 6.0.12 is BlueMind 6: the controller knows the data paths"),
+    ({"bluemind_version": "4.9.2000"}, None),
+    ({"bluemind_version": "5.1.12345"}, None),
 ])
 def test_validation_refuses_metrics_and_alert_settings_it_cannot_use(overrides, problem):
     task = yaml.safe_load((ROLE / "tasks" / "validate.yml").read_text())[0]
