@@ -9,15 +9,6 @@ whatever happened.
 
     tests/run_suite.py                 every stage
     tests/run_suite.py lint unit       only these stages
-
-With SUITE_BACKGROUND=1, when a run has both scenarios and static stages, the
-static stages without a time bound of their own (BACKGROUND) run beside the
-scenarios, at the scheduler's idle priority (SCHED_IDLE: they get a core only
-when no lab process wants it), and their output is printed after the scenarios.
-Off by default: on the 2-core Xeon machine of 2026-12-07 a scenario beside such
-runs was slower than the same machine's earlier runs without them (drbd verify
-1816 s against 1157-1194 s; a loaded failover at its bound), and no run has
-measured the two apart yet (docs/lab.md).
 """
 from __future__ import annotations
 
@@ -25,7 +16,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -257,35 +247,6 @@ STAGES = {
 }
 
 
-# Stages that may run beside the scenarios: no timing bound in them (the unit
-# tests have some, and run in the foreground), no lab.
-BACKGROUND = ("lint", "changelog", "docs-lint", "sanity", "build")
-
-
-def idle_priority() -> None:
-    """In the child, before exec: the idle scheduling class, inherited by every
-    process the stage starts."""
-    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-
-
-class Background(threading.Thread):
-    """The BACKGROUND stages of a run, one after the other, each in a child
-    run_suite at idle priority, its output kept for the end of the run."""
-
-    def __init__(self, names: list[str]):
-        super().__init__(daemon=True)
-        self.names = names
-        self.results: dict[str, tuple[int, float, str]] = {}
-
-    def run(self) -> None:
-        for name in self.names:
-            t0 = time.monotonic()
-            done = subprocess.run([sys.executable, str(Path(__file__).resolve()), name], cwd=ROOT,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                                  preexec_fn=idle_priority, check=False)
-            self.results[name] = (done.returncode, time.monotonic() - t0, done.stdout)
-
-
 def cleanup(ran: list[str]) -> None:
     """Take down the labs of the scenarios this run started (and only those: a
     lint-only run must not kill a scenario another run is testing)."""
@@ -309,19 +270,8 @@ def main(selected: list[str]) -> int:
     results: list[tuple[str, str, float]] = []
     started: list[str] = []
     start = time.monotonic()
-    order = selected or list(STAGES)
-    background = None
-    if os.environ.get("SUITE_BACKGROUND", "0") == "1" and any(n.startswith("molecule-") for n in order):
-        names = [n for n in order if n in BACKGROUND]
-        if names:
-            background = Background(names)
-            background.start()
-            print(f"stages beside the scenarios, at idle priority: {', '.join(names)} (output after the scenarios)",
-                  flush=True)
     try:
-        for name in order:
-            if background and name in background.names:
-                continue
+        for name in selected or list(STAGES):
             if name.startswith("molecule-") and any(r[0] == "image" and r[1] != "passed" for r in results):
                 results.append((name, "failed", 0.0))
                 continue
@@ -332,19 +282,10 @@ def main(selected: list[str]) -> int:
             results.append((name, "passed" if rc == 0 else "failed", time.monotonic() - t0))
     finally:
         cleanup(started)
-    if background:
-        background.join()
-        for name in background.names:
-            rc, seconds, output = background.results.get(name, (1, 0.0, "the stage did not run\n"))
-            print(f"\n===== stage {name} (beside the scenarios, idle priority, {seconds:.0f} s) =====")
-            print(output, end="", flush=True)
-            results.append((name, "passed" if rc == 0 else "failed", seconds))
-        results.sort(key=lambda r: order.index(r[0]))
     print("\n===== suite summary =====")
     for name, outcome, seconds in results:
         host = HOST_REPORTS.get(name)
-        beside = "  (beside the scenarios)" if background and name in background.names else ""
-        print(f"  {name:16} {outcome:7} {seconds:7.1f} s" + (f"  {host.verdict()}" if host else "") + beside)
+        print(f"  {name:16} {outcome:7} {seconds:7.1f} s" + (f"  {host.verdict()}" if host else ""))
     print(f"  {'total':16} {'':7} {time.monotonic() - start:7.1f} s")
     passed = sum(1 for r in results if r[1] == "passed")
     failed = len(results) - passed

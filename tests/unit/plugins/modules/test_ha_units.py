@@ -159,7 +159,7 @@ def test_a_unit_only_read_is_reported_whatever_its_state(systemd):
     assert [call[0] for call in fake.calls] == ["show"]
 
 
-def test_check_mode_plans_a_unit_an_earlier_task_would_install(systemd, run_module):
+def test_check_mode_plans_a_unit_an_earlier_task_would_install(systemd):
     failed, result, fake = systemd({}, [{"name": "new.service", "enabled": True, "state": "started"}], check=True)
     assert not failed and result["changed"] is True and result["units"][0]["actions"] == ["enable", "start"]
     assert fake.calls == [["show", "new.service"]]
