@@ -7,7 +7,7 @@ each of
   - an unplanned failover: the active node powered off (plug pulled).
 A client on a VM that stays up (san: the array VM, outside the pair; drbd: the
 node that takes over or the switchover's target) writes numbered mail to
-BlueMind through the floating IP every 0.2 s during the switchovers and the
+BlueMind through the floating IP every 0.5 s (pairstate.CLIENT_PAUSE) during the switchovers and the
 failovers; after each, every acknowledged write is read back, and the pair's
 invariants are asserted on both nodes (molecule/shared/tests/pairstate.py).
 

@@ -93,3 +93,11 @@ def test_the_summary_says_how_the_host_was_during_each_scenario(monkeypatch, cap
     table = out[out.index("===== suite summary"):]
     assert " failed " in table and "host OVERSUBSCRIBED" in table
     assert "host" not in next(line for line in table.splitlines() if line.strip().startswith("unit"))
+
+
+def test_the_gauge_times_the_loop_it_names_and_says_so():
+    small = suite.host_gauge(steps=10_000)
+    large = suite.host_gauge(steps=400_000)
+    assert 0 < small < large
+    assert suite.gauge_line(3.14159) == ("host speed: 20M Python additions in 3.14 s on one core"
+                                         " (2.75 s on the 2-core Xeon guest whose suite ran 4284 s, 2026-12-07)")

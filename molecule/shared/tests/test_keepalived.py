@@ -1,7 +1,7 @@
-"""The floating IP under keepalived, on the live pair (both scenarios): one holder
-after converge, and the faults that must move it (keepalived stopped, its STOP
-notify lost, public link lost) without ever leaving it on both nodes or moving it
-back; BlueMind follows it each time (the failover controller), under a client
+"""The floating IP under keepalived, on the live pair: one holder after converge
+(both scenarios), and the faults that must move it (keepalived stopped, its STOP
+notify lost, public link lost: drbd scenario only, see scenario_scope.py) without
+ever leaving it on both nodes or moving it back; BlueMind follows it each time (the failover controller), under a client
 writing through the floating IP outside the pair (drbd: the client VM; san: the
 array VM), whose error window is bounded and whose acknowledged writes all read
 back. The power-off of the holder is test_bluemind's failover check; a
@@ -10,7 +10,8 @@ of site.yml; the configuration's checks and bad input are test_keepalived_input,
 a drained node test_keepalived_drain (both drbd only).
 
 A watcher on each node samples every 0.2 s whether the node holds the floating IP;
-the last test reads every sample and fails if both nodes held it at once."""
+the last test reads every sample and fails if both nodes held it at once (drbd:
+in san no fault of this module moves the IP)."""
 import concurrent.futures
 import json
 import time
@@ -231,6 +232,8 @@ def test_forged_adverts_from_outside_the_pair_are_refused():
     assert holders() == [active]
 
 
+@pytest.mark.one_scenario("keepalived's stop hands over through the controller's deactivation, which the active"
+                          " node's clean reboot checks on both methods")
 def test_stopping_keepalived_moves_the_ip_even_when_its_stop_notify_is_lost():
     """Stopping keepalived on the holder moves the floating IP and BlueMind to the
     peer, for good. The hard case of it: keepalived kills the scripts still running
@@ -258,6 +261,8 @@ def test_stopping_keepalived_moves_the_ip_even_when_its_stop_notify_is_lost():
     assert holders() == [peer]
 
 
+@pytest.mark.one_scenario("a FAULT hands over like the failing verdicts; a SAN's old holder, alive with its"
+                          " paths, loses its writes to the takeover's preemption (test_san's takeover check)")
 def test_public_link_loss_moves_the_ip_and_it_does_not_come_back():
     holder = holders()[0]
     peer = other(holder)
@@ -294,6 +299,9 @@ def parse_samples(text: str) -> list[tuple[float, int]]:
     return samples
 
 
+@pytest.mark.one_scenario("it reads the watchers' samples through this module's faults, which move the floating IP"
+                          " in the drbd scenario only; the san scenario's failovers assert one holder on every"
+                          " sample while the pair settles (pairstate)")
 def test_zz_both_nodes_never_held_the_ip_at_once():
     intervals = {}
     for node in NODES:

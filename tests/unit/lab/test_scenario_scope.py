@@ -43,3 +43,20 @@ def test_the_other_scenario_leaves_the_marked_checks_in_order():
 def test_a_marker_without_a_reason_is_refused_in_both_scenarios(storage):
     with pytest.raises(ValueError, match="test_bluemind.py::test_bare: the one_scenario marker needs a reason"):
         scenario_scope.split(items() + [Item("test_bluemind.py::test_bare", Mark())], storage)
+
+
+def test_a_check_marked_for_the_other_method_runs_there_only():
+    marked = [Item("test_bluemind.py::test_reboot[active]"),
+              Item("test_bluemind.py::test_reboot[passive]", Mark("the SAN does not need it", storage="drbd")),
+              Item("test_san.py::test_paths", Mark(reason="a SAN's paths", storage="san"))]
+    keep, drop = scenario_scope.split(marked, "san")
+    assert [i.nodeid for i in keep] == ["test_bluemind.py::test_reboot[active]", "test_san.py::test_paths"]
+    assert [i.nodeid for i in drop] == ["test_bluemind.py::test_reboot[passive]"]
+    keep, drop = scenario_scope.split(marked, "drbd")
+    assert [i.nodeid for i in keep] == ["test_bluemind.py::test_reboot[active]", "test_bluemind.py::test_reboot[passive]"]
+    assert [i.nodeid for i in drop] == ["test_san.py::test_paths"]
+
+
+def test_a_marker_naming_an_unknown_method_is_refused():
+    with pytest.raises(ValueError, match=r"test_bluemind.py::test_nfs: the one_scenario marker names storage='nfs'"):
+        scenario_scope.split([Item("test_bluemind.py::test_nfs", Mark("why", storage="nfs"))], "drbd")
