@@ -1,13 +1,14 @@
 """The floating IP under keepalived, on the live pair: one holder after converge
 (both scenarios), and the faults that must move it (keepalived stopped, its STOP
 notify lost, public link lost: drbd scenario only, see scenario_scope.py) without
-ever leaving it on both nodes or moving it back; BlueMind follows it each time (the failover controller), under a client
-writing through the floating IP outside the pair (drbd: the client VM; san: the
-array VM), whose error window is bounded and whose acknowledged writes all read
-back. The power-off of the holder is test_bluemind's failover check; a
-configuration change that reloads keepalived without moving the IP is its re-run
-of site.yml; the configuration's checks and bad input are test_keepalived_input,
-a drained node test_keepalived_drain (both drbd only).
+ever leaving it on both nodes or moving it back; BlueMind follows it each time
+(the failover controller), under a client writing through the floating IP
+outside the pair (drbd: the client VM; san: the array VM), whose error window is
+bounded and whose acknowledged writes all read back. The power-off of the
+holder is test_bluemind's failover check; a configuration change that reloads
+keepalived without moving the IP is its re-run of site.yml; the configuration's
+checks and bad input are test_keepalived_input, a drained node
+test_keepalived_drain (both drbd only).
 
 A watcher on each node samples every 0.2 s whether the node holds the floating IP;
 the last test reads every sample and fails if both nodes held it at once (drbd:
