@@ -126,7 +126,8 @@ ha_node:
     block_devices:
       description: >-
         Every disk and multipath device: C(path), C(name), C(size) in bytes, C(type),
-        C(wwid) (V(null) when the device has none), C(signature) (the type of what
+        C(wwid) (V(null) when the device has none), C(serial) (the serial number udev reads,
+        V(null) when none), C(signature) (the type of what
         C(blkid -p) finds on the device, such as C(xfs), C(drbd) or a partition table
         C(gpt), V(null) when blank), C(label), C(children) (names of partitions and
         holders), C(mountpoints) and C(aliases) (the O(devices) paths that lead to it).
@@ -134,7 +135,7 @@ ha_node:
       elements: dict
       returned: always
       sample:
-        - {path: /dev/vdb, name: vdb, size: 2147483648, type: disk, wwid: null, signature: null,
+        - {path: /dev/vdb, name: vdb, size: 2147483648, type: disk, wwid: null, serial: drbd, signature: null,
            label: null, children: [], mountpoints: [], aliases: [/dev/disk/by-id/virtio-drbd]}
     missing_devices:
       description: The O(devices) paths that do not exist.
@@ -330,6 +331,7 @@ class NodeInfo:
                 "size": int(dev.get("size") or 0),
                 "type": dev.get("type"),
                 "wwid": wwid_from_udev(props),
+                "serial": props.get("ID_SERIAL_SHORT") or props.get("ID_SERIAL") or None,
                 "signature": sig.get("TYPE") or sig.get("PTTYPE"),
                 "label": sig.get("LABEL"),
                 "children": children,

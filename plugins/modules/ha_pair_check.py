@@ -115,6 +115,14 @@ options:
         of the larger one. DRBD uses the smaller size; the rest of the larger disk is wasted.
     type: float
     default: 1.0
+  format_confirm:
+    description:
+      - The run's one-shot consent to erase a storage device that holds something the collection did not create
+        (C(bluemind_ha_format_confirm)), as the device's identity, or several separated by commas. A DRBD backing
+        device is named by its WWN or serial number, the SAN LUN by its WWID; a device name is never accepted.
+      - A device it names is reported as a warning (it will be erased) instead of C(disk_in_use); a device it
+        does not name stays C(disk_in_use), and the message says what would name it.
+    type: str
   ignore:
     description:
       - Problem codes to report as warnings instead of failing. A last resort for a known
@@ -635,9 +643,20 @@ class PairCheck:
             sizes[name] = int(dev.get("size") or 0)
             what = self.foreign(dev, own_children_prefix="drbd")
             if what:
+                names = [n for n in (dev.get("wwid"), dev.get("serial")) if n]
+                if self.confirmed(names):
+                    self.warn(name, f"{path} ({dev.get('path')}) on {name} holds {what}; bluemind_ha_format_confirm "
+                                    "names it: the drbd role erases it in this run")
+                    continue
                 self.add("disk_in_use", name,
                          f"{path} ({dev.get('path')}) on {name} holds {what}, which this collection did not create; "
-                         f"if its data is not needed, erase it with `wipefs -a {dev.get('path')}`, else choose another disk")
+                         + (f"if its data is not needed, run once with -e bluemind_ha_format_confirm={names[0]} "
+                            f"(its {'WWN' if dev.get('wwid') else 'serial number'}; it will be erased)"
+                            if names else f"if its data is not needed, erase it with `wipefs -a {dev.get('path')}` "
+                                          "(it has no WWN or serial number a confirmation could name)")
+                         + ", else choose another disk"
+                         + (f" (bluemind_ha_format_confirm={self.p['format_confirm']} does not name it)"
+                            if self.p.get("format_confirm") else ""))
         if len(sizes) == 2:
             (n1, s1), (n2, s2) = list(sizes.items())
             largest = max(s1, s2)
@@ -694,11 +713,23 @@ class PairCheck:
                 continue
             for dev in matches:
                 what = self.foreign(dev)
+                if what and any(normal_wwid(c) == wanted for c in (self.p.get("format_confirm") or "").split(",")):
+                    self.warn(name, f"the LUN {self.p['san_wwid']} ({dev.get('path')} on {name}) holds {what}; "
+                                    "bluemind_ha_format_confirm names it: the san role formats it in this run "
+                                    "unless a node holds its reservation")
+                    break
                 if what:
                     self.add("disk_in_use", name,
                              f"the LUN {self.p['san_wwid']} ({dev.get('path')} on {name}) holds {what}, which this "
-                             "collection did not create; erase it (wipefs -a) if its data is not needed")
+                             "collection did not create; if its data is not needed, run once with "
+                             f"-e bluemind_ha_format_confirm={self.p['san_wwid']} (it will be erased)")
                     break
+
+    def confirmed(self, names) -> bool:
+        """Whether the run's one-shot format_confirm names one of a device's
+        identities (case-insensitive; a comma-separated list names several)."""
+        given = [c.strip().lower() for c in (self.p.get("format_confirm") or "").split(",") if c.strip()]
+        return any(str(n).lower() in given for n in names if n)
 
     def check_time(self):
         for name in self.names:
@@ -757,6 +788,7 @@ def main():
             "drbd_disks": {"type": "dict", "default": {}},
             "replication_addresses": {"type": "dict", "default": {}},
             "disk_size_tolerance": {"type": "float", "default": 1.0},
+            "format_confirm": {"type": "str"},
             "ignore": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,

@@ -43,7 +43,12 @@ def inventory(tmp_path_factory):
     ({"keepalived_auth_pass": "ninechars"}, "keepalived_auth_pass"),
     ({"keepalived_priority": 120}, "keepalived_priority"),
     ({"bluemind_ha_vip": "192.168.70.100/24"}, "vip_outside_subnet"),
-], ids=["router id 256", "password of 9 characters", "equal priorities", "floating IP outside the subnet"])
+    # Issue 29: the former standing consent to erase, with a label change that a
+    # re-run would once have applied by wiping; the live DRBD disk stays as it is.
+    ({"drbd_overwrite_signatures": True, "drbd_filesystem_label": "relabelled"},
+     "drbd_overwrite_signatures is no longer supported"),
+], ids=["router id 256", "password of 9 characters", "equal priorities", "floating IP outside the subnet",
+        "standing consent to erase the storage"])
 def test_bad_input_is_refused_before_any_change(inventory, extra_vars, variable):
     report = labtopo.run_playbook("bluemind_ha.cluster.site", inventory, extra_vars)
     assert report["rc"] != 0

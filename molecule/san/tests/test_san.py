@@ -306,23 +306,48 @@ def filesystem_play(tmp_path: Path) -> Path:
     return play
 
 
+def refusals(report) -> list[str]:
+    return [str(r.get("msg", "")) for name, host, r in labtopo.task_results(report) if r["status"] == "failed"]
+
+
 def test_a_foreign_signature_is_refused_in_safe_mode(parked, tmp_path):
+    """Formatting a LUN that carries anything needs the run's one-shot
+    bluemind_ha_format_confirm naming its WWID (issue 29): the former standing
+    setting does nothing, a held reservation refuses even a confirmed run, and a
+    confirmation left standing cannot erase the pair's own filesystem after a
+    label change in the inventory."""
     inventory = labtopo.write_inventory(tmp_path / "hosts.yml")
     play = filesystem_play(tmp_path)
     node1 = labtopo.vm(NODES[0])
     node1.check_output(f"wipefs -q -a {DEVICE} && mkfs.ext4 -q -L olddata {DEVICE}")
-    refused = labtopo.run_playbook(str(play), inventory)
-    assert refused["rc"] != 0
-    messages = [str(r.get("msg", "")) for name, host, r in labtopo.task_results(refused) if r["status"] == "failed"]
-    assert any(DEVICE in m and "ext4 labelled olddata" in m and "san_overwrite_signatures" in m for m in messages), \
-        messages
-    assert "LABEL=olddata" in node1.check_output(f"blkid -p -o export {DEVICE}"), "safe mode touched the LUN"
-    allowed = labtopo.run_playbook(str(play), inventory, {"san_overwrite_signatures": True})
+    old = node1.check_output(f"blkid -p -s UUID -o value {DEVICE}")
+    for extra in ({}, {"san_overwrite_signatures": True}, {"bluemind_ha_format_confirm": "/dev/mapper/bluemind"}):
+        refused = labtopo.run_playbook(str(play), inventory, extra)
+        assert refused["rc"] != 0, extra
+        assert any(DEVICE in m and "ext4 labelled olddata" in m and f"bluemind_ha_format_confirm={WWID}" in m
+                   for m in refusals(refused)), (extra, refusals(refused))
+        assert node1.check_output(f"blkid -p -s UUID -o value {DEVICE}") == old, f"safe mode touched the LUN: {extra}"
+    # Confirmed, but the peer holds the reservation: refused all the same.
+    assert json.loads(san(NODES[1], "claim").stdout)["how"] == "reserved"
+    try:
+        reserved = labtopo.run_playbook(str(play), inventory, {"bluemind_ha_format_confirm": WWID})
+    finally:
+        san(NODES[1], "release")
+    assert reserved["rc"] != 0 and any(f"reserved by {NODES[1]}" in m for m in refusals(reserved)), refusals(reserved)
+    assert node1.check_output(f"blkid -p -s UUID -o value {DEVICE}") == old, "a reserved LUN was formatted"
+    allowed = labtopo.run_playbook(str(play), inventory, {"bluemind_ha_format_confirm": WWID})
     assert allowed["rc"] == 0 and allowed["stats"][NODES[0]]["changed"] == 1, allowed["stats"]
     uuid = node1.check_output(f"blkid -p -s UUID -o value {DEVICE}")
+    assert uuid != old
     again = labtopo.run_playbook(str(play), inventory)
     assert again["rc"] == 0 and all(again["stats"][n]["changed"] == 0 for n in NODES), again["stats"]
     assert node1.check_output(f"blkid -p -s UUID -o value {DEVICE}") == uuid, "the second run formatted again"
+    # The confirmation left standing and the label changed: the pair's filesystem stays.
+    relabelled = labtopo.run_playbook(str(play), inventory, {"bluemind_ha_format_confirm": WWID,
+                                                             "san_filesystem_label": "relabelled"})
+    assert relabelled["rc"] != 0 and any(f"the pair's own filesystem (UUID {uuid})" in m
+                                         for m in refusals(relabelled)), refusals(relabelled)
+    assert node1.check_output(f"blkid -p -s UUID -o value {DEVICE}") == uuid, "the pair's filesystem was formatted"
 
 
 def test_takeover_preempts_and_the_old_holder_can_no_longer_write(parked):

@@ -41,12 +41,21 @@ Commands the role uses (JSON output with "changed"):
   probe --resource NAME --minor N --disk DEVICE
                the device's signatures, the resource's state and the device
                it has attached (needs no configuration file)
+  wipe --resource NAME --minor N --disk DEVICE --confirm IDENTITY
+               erase every signature (DRBD metadata included) on the backing
+               device, once: IDENTITY must be the device's WWN or serial
+               number as it reads now (the run's one-shot
+               bluemind_ha_format_confirm; a /dev name is refused, it can
+               move to another disk). Refused while the resource uses the
+               device, while it is mounted or held, and on a device with
+               neither WWN nor serial (erase such a disk by hand). Exit 7
+               when IDENTITY does not name it, 6 when it is in use
   outdate-server  serve the peer's outdate requests on the public address
                (authenticated with the resource's shared secret)
 
-Exit codes (promote, demote, status): 0 done, 1 failed, 2 usage or
+Exit codes (promote, demote, status, wipe): 0 done, 1 failed, 2 usage or
 configuration, 3 local disk not UpToDate, 4 the peer is Primary, 6 busy (the
-device is open). fence-peer exits with DRBD's handler codes: 3 peer
+device is open), 7 the confirmation does not name the device (wipe). fence-peer exits with DRBD's handler codes: 3 peer
 Inconsistent, 4 peer Outdated, 5 peer unreachable (outdate mode only), 6 peer is
 Primary, 7 peer powered off, 1 fencing failed (I/O stays frozen).
 
@@ -67,12 +76,12 @@ import time
 import bluemind_ha_node as nodelib
 
 CONFIG = "/etc/bluemind-ha/drbd.json"
-OK, FAILED, USAGE, NOT_UPTODATE, PEER_PRIMARY, BUSY = 0, 1, 2, 3, 4, 6
+OK, FAILED, USAGE, NOT_UPTODATE, PEER_PRIMARY, BUSY, NOT_CONFIRMED = 0, 1, 2, 3, 4, 6, 7
 FP_INCONSISTENT, FP_OUTDATED, FP_UNREACHABLE, FP_PRIMARY, FP_FENCED = 3, 4, 5, 6, 7
 CLOCK_SKEW = 30
 CONNECTED = ("Connected", "SyncSource", "SyncTarget", "PausedSyncS", "PausedSyncT", "WFBitMapS", "WFBitMapT",
              "WFSyncUUID", "StartingSyncS", "StartingSyncT", "VerifyS", "VerifyT")
-COMMANDS = ("promote", "demote", "down", "status", "fence-peer", "split-brain", "probe", "outdate-server")
+COMMANDS = ("promote", "demote", "down", "status", "fence-peer", "split-brain", "probe", "wipe", "outdate-server")
 
 
 class DrbdError(nodelib.NodeError):
@@ -391,14 +400,58 @@ def probe(resource, minor, disk):
     return {"changed": False, "disk": disk, "disk_path": os.path.realpath(disk), "signatures": found,
             "metadata": any(s["type"] in ("drbd", "drbd_meta") for s in found),
             "foreign": [s for s in found if s["type"] not in ("drbd", "drbd_meta")],
+            "identity": nodelib.device_identity(disk, lambda argv: run(argv, check=False)),
             "state": state, "attached": attached_disk(resource) if state.get("up") else None}
 
 
-def probe_args(args):
+def disk_held(path):
+    """Whether the device (a real path) is mounted or has holders (a partition
+    in use, device-mapper, md) on this node."""
+    holders = f"/sys/class/block/{os.path.basename(path)}/holders"
+    try:
+        mounted = nodelib.device_mounted(path)
+    except OSError:
+        mounted = False
+    return mounted or (os.path.isdir(holders) and bool(os.listdir(holders)))
+
+
+def wipe(resource, minor, disk, confirm):
+    """Erase every signature on the backing device, under the one-shot
+    confirmation that names it (docs/drbd.md, "Erasing a disk")."""
+    found = probe(resource, minor, disk)
+    if not found["signatures"]:
+        return {"changed": False, "wiped": []}
+    names = found["identity"]["names"]
+    what = ", ".join(s["type"] + (f" labelled {s['label']}" if s.get("label") else "") for s in found["signatures"])
+    if not names:
+        raise DrbdError(NOT_CONFIRMED, f"{disk} ({found['disk_path']}) carries {what} and reports neither a WWN "
+                                       "nor a serial number, so no confirmation can name it: check by hand that it "
+                                       f"is the disk to erase, then run wipefs -a {found['disk_path']}")
+    if not nodelib.confirms(confirm, names):
+        raise DrbdError(NOT_CONFIRMED, f"{disk} ({found['disk_path']}) carries {what}; erasing it needs "
+                                       f"bluemind_ha_format_confirm={names[0]} (its "
+                                       f"{'WWN' if found['identity']['wwn'] else 'serial number'}) for this run "
+                                       f"only, not {confirm or 'nothing'}")
+    if found["attached"] == found["disk_path"]:
+        raise DrbdError(BUSY, f"the running resource {resource} uses {found['disk_path']}: take it down first")
+    if disk_held(found["disk_path"]):
+        raise DrbdError(BUSY, f"{found['disk_path']} is mounted or held on this node")
+    start = time.monotonic()
+    # --force: only past the checks above (not mounted, not held); wipefs needs it
+    # to erase a partition table.
+    run(["wipefs", "--all", "--force", found["disk_path"]])
+    log(f"wipe: {what} erased on {found['disk_path']} ({names[0]}) in {time.monotonic() - start:.1f} s")
+    return {"changed": True, "wiped": [s["type"] for s in found["signatures"]]}
+
+
+def probe_args(args, command="probe"):
     values = dict(zip(args[::2], args[1::2]))
-    if len(args) % 2 or set(values) != {"--resource", "--minor", "--disk"} or not values["--minor"].isdigit():
-        raise DrbdError(USAGE, "usage: bluemind-ha-drbd probe --resource NAME --minor N --disk DEVICE")
-    return values["--resource"], int(values["--minor"]), values["--disk"]
+    want = {"--resource", "--minor", "--disk"} | ({"--confirm"} if command == "wipe" else set())
+    if len(args) % 2 or set(values) != want or not values["--minor"].isdigit():
+        raise DrbdError(USAGE, f"usage: bluemind-ha-drbd {command} --resource NAME --minor N --disk DEVICE"
+                               + (" --confirm IDENTITY" if command == "wipe" else ""))
+    return (values["--resource"], int(values["--minor"]), values["--disk"]) + (
+        (values["--confirm"],) if command == "wipe" else ())
 
 
 # Every key is rendered by the role from its defaults: a missing one is an error.
@@ -438,6 +491,9 @@ def main(argv):
     try:
         if command == "probe":  # before the role has written the configuration
             print(json.dumps(probe(*probe_args(args))))
+            return OK
+        if command == "wipe":
+            print(json.dumps(wipe(*probe_args(args, "wipe"))))
             return OK
         conf = load(path)
         if command == "fence-peer":

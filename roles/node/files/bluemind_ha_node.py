@@ -173,14 +173,40 @@ def signatures(device, run_unchecked):
     wipefs = run_unchecked(["wipefs", "--json", device])
     if wipefs.returncode == 0 and wipefs.stdout.strip():
         for sig in json.loads(wipefs.stdout).get("signatures", []):
-            found.append({"type": sig.get("type"), "label": sig.get("label"), "offset": sig.get("offset")})
+            found.append({"type": sig.get("type"), "label": sig.get("label"), "offset": sig.get("offset"),
+                          "uuid": sig.get("uuid")})
     probe = run_unchecked(["blkid", "-p", "-o", "export", device])
     if probe.returncode == 0:
         values = dict(line.split("=", 1) for line in probe.stdout.splitlines() if "=" in line)
         kind = values.get("TYPE") or values.get("PTTYPE")
         if kind and not any(s["type"] == kind for s in found):
-            found.append({"type": kind, "label": values.get("LABEL"), "offset": None})
+            found.append({"type": kind, "label": values.get("LABEL"), "offset": None,
+                          "uuid": values.get("UUID") or values.get("PTUUID")})
     return found
+
+
+def device_identity(device, run_unchecked):
+    """What names a disk whatever its path: its WWN and serial number as udev
+    reads them from the hardware (lsblk), and its size in bytes. A confirmation
+    to erase a disk must name one of these: a /dev name can move to another disk
+    after a reinstall, these do not."""
+    proc = run_unchecked(["lsblk", "--json", "--nodeps", "--bytes", "--output", "WWN,SERIAL,SIZE", device])
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return {"wwn": None, "serial": None, "size": None, "names": []}
+    dev = (json.loads(proc.stdout).get("blockdevices") or [{}])[0]
+    wwn = (dev.get("wwn") or "").strip() or None
+    serial = (dev.get("serial") or "").strip() or None
+    size = dev.get("size")
+    return {"wwn": wwn, "serial": serial, "size": int(size) if size is not None else None,
+            "names": [n for n in (wwn, serial) if n]}
+
+
+def confirms(confirm, names):
+    """Whether a one-shot confirmation (one identity, or several separated by
+    commas: one per device the run may erase) names one of a device's
+    identities. Case does not matter: WWNs and WWIDs are hexadecimal."""
+    given = [c.strip().lower() for c in (confirm or "").split(",") if c.strip()]
+    return any(n.lower() in given for n in names if n)
 
 
 # ---------------------------------------------------------------- DRBD

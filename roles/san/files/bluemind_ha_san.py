@@ -32,9 +32,14 @@ Commands the role uses (they print JSON with "changed"):
                multipathd with --reconfigure, or when the running map lacks
                its alias or key; never flush a map), then wait until it has
                --paths N active paths
-  mkfs         create the filesystem when the LUN is blank; refuse a LUN
-               carrying any other signature unless --overwrite. --check
-               reports what would be done
+  mkfs         create the filesystem when the LUN is blank; leave the
+               pair's filesystem as it is. A LUN carrying anything else is
+               erased only with --confirm WWID naming this LUN (the run's
+               one-shot bluemind_ha_format_confirm), and never while a node
+               holds its reservation or when what it carries is the
+               filesystem this program created for the pair (its UUID is
+               recorded in /var/lib/bluemind-ha/san-filesystem.json, on the
+               node that formats). --check reports what would be done
   config-test  FILE: check a multipath configuration file with multipath's
                own parser before it is installed
 
@@ -46,7 +51,7 @@ Exit codes:
   4  reservation conflict: another node took the LUN during the call
   5  timeout waiting for paths
   6  busy: the filesystem is mounted on this node
-  7  the LUN carries a foreign signature (safe mode)
+  7  the LUN carries a signature it may not erase (safe mode)
 
 Every state change goes to the journal (identifier bluemind-ha-san) with its
 duration.
@@ -438,17 +443,67 @@ def signatures(device):
     return nodelib.signatures(device, lambda argv: run(argv, check=False))
 
 
-def do_mkfs(conf, fstype, label, overwrite, check, options):
+STATE_DIR = "/var/lib/bluemind-ha"
+FILESYSTEM_RECORD = "san-filesystem.json"
+
+
+def pair_filesystem(conf):
+    """The UUID of the filesystem this program created on this LUN (or found
+    there, the pair's), from this node's record; None without one."""
+    record = nodelib.read_marker(STATE_DIR, FILESYSTEM_RECORD) or {}
+    return record.get("uuid") if record.get("wwid") == conf["wwid"] else None
+
+
+def record_filesystem(conf, lun, fstype, label):
+    uuid = run(["blkid", "-p", "-s", "UUID", "-o", "value", lun.device], check=False).stdout.strip()
+    if uuid and pair_filesystem(conf) != uuid:
+        nodelib.write_marker(STATE_DIR, FILESYSTEM_RECORD,
+                             {"wwid": conf["wwid"], "uuid": uuid, "type": fstype, "label": label})
+    return uuid
+
+
+def same_wwid(one, other):
+    """Whether two spellings name one WWID: case, the naa./0x prefixes and the
+    NAA designator 3 that scsi_id puts in front do not matter."""
+    def normal(text):
+        text = text.strip().lower()
+        for prefix in ("naa.", "wwn-0x", "0x"):
+            text = text[len(prefix):] if text.startswith(prefix) else text
+        return text[1:] if len(text) in (17, 33) and text.startswith("3") else text
+    return bool(one.strip()) and normal(one) == normal(other)
+
+
+def do_mkfs(conf, fstype, label, confirm, check, options):
     lun = Lun(conf)
     lun.require()
     found = signatures(lun.device)
     if len(found) == 1 and found[0]["type"] == fstype and found[0]["label"] == label:
+        if not check:
+            record_filesystem(conf, lun, fstype, label)
         return {"changed": False, "filesystem": fstype, "label": label}
-    if found and not overwrite:
-        names = ", ".join(f"{s['type']}" + (f" labelled {s['label']}" if s.get("label") else "") for s in found)
-        raise SanError(FOREIGN, f"{lun.device} (WWID {conf['wwid']}) carries {names}, not the {fstype} "
-                                f"filesystem labelled {label} this collection creates. Safe mode refuses to "
-                                "format it. If that data is not needed, set san_overwrite_signatures: true")
+    names = ", ".join(f"{s['type']}" + (f" labelled {s['label']}" if s.get("label") else "") for s in found)
+    # A held reservation means a node of the pair uses the LUN (or a fenced one
+    # still thinks so): nothing is formatted under it, blank or not.
+    holder = lun.reservation()
+    if holder:
+        raise SanError(FOREIGN, f"{lun.device} (WWID {conf['wwid']}) is reserved by {lun.name(holder[0])}: a node "
+                                f"uses it, it is never formatted then (it carries {names or 'nothing'}). Nothing was "
+                                f"changed; if the filesystem type or label in the inventory changed, set them back "
+                                f"to the filesystem the LUN carries")
+    if found:
+        ours = pair_filesystem(conf)
+        if ours and any(s.get("uuid") == ours for s in found):
+            raise SanError(FOREIGN, f"{lun.device} (WWID {conf['wwid']}) carries {names}: the pair's own "
+                                    f"filesystem (UUID {ours}), created here, not the {fstype} filesystem labelled "
+                                    f"{label} the inventory names now. It is never formatted again: set "
+                                    f"san_filesystem and san_filesystem_label back to what it carries (a label "
+                                    f"can be changed by hand with e2label or xfs_admin)")
+        if not any(same_wwid(given, conf["wwid"]) for given in (confirm or "").split(",")):
+            raise SanError(FOREIGN, f"{lun.device} (WWID {conf['wwid']}) carries {names}, not the {fstype} "
+                                    f"filesystem labelled {label} this collection creates. Safe mode refuses to "
+                                    f"format it. If that data is not needed, run once with "
+                                    f"-e bluemind_ha_format_confirm={conf['wwid']} (it will be destroyed)"
+                                    + (f"; {confirm} does not name this LUN" if confirm else ""))
     if check:
         return {"changed": True, "would": "wipe and format" if found else "format"}
     if lun.mounted():
@@ -459,7 +514,8 @@ def do_mkfs(conf, fstype, label, overwrite, check, options):
     argv = {"ext4": ["mkfs.ext4", "-q", "-L", label, "-E", "nodiscard"],
             "xfs": ["mkfs.xfs", "-q", "-L", label, "-K"]}[fstype]
     run(argv + list(options) + [lun.device])
-    log(f"mkfs: {fstype} labelled {label} created on {lun.device} in {time.monotonic() - start:.1f} s"
+    uuid = record_filesystem(conf, lun, fstype, label)
+    log(f"mkfs: {fstype} labelled {label} created on {lun.device} (UUID {uuid}) in {time.monotonic() - start:.1f} s"
         + (f" (wiped: {', '.join(s['type'] for s in found)})" if found else ""))
     return {"changed": True, "filesystem": fstype, "label": label, "wiped": [s["type"] for s in found]}
 
@@ -532,11 +588,11 @@ def dispatch(conf, command, args):
     elif command == "mkfs":
         fstype = option(args, "--fstype", "ext4")
         label = option(args, "--label", "bluemind_ha")
-        overwrite = flag(args, "--overwrite")
+        confirm = option(args, "--confirm", "")
         check = flag(args, "--check")
         if fstype not in ("ext4", "xfs"):
             raise SanError(USAGE, f"--fstype {fstype}: ext4 or xfs")
-        print(json.dumps(locked(do_mkfs, conf, fstype, label, overwrite, check, args)))
+        print(json.dumps(locked(do_mkfs, conf, fstype, label, confirm, check, args)))
     return OK
 
 

@@ -303,3 +303,57 @@ def test_demote_records_when_it_demoted(drbd, monkeypatch, tmp_path):
     stamp = tmp_path / "run" / "demoted"
     assert drbd.do_demote(dict(CONF, demote_stamp=str(stamp))) is True
     assert abs(float(stamp.read_text()) - time.time()) < 5
+
+
+def wipe_with(drbd, monkeypatch, signatures, identity, attached=None, held=False):
+    """Run wipe against a probe that answers the given state; returns the
+    commands it ran."""
+    calls = []
+    monkeypatch.setattr(drbd, "probe", lambda resource, minor, disk: {
+        "disk": disk, "disk_path": "/dev/vdb", "signatures": signatures, "identity": identity,
+        "attached": attached, "metadata": False, "foreign": signatures, "state": {}})
+    monkeypatch.setattr(drbd, "disk_held", lambda path: held)
+    monkeypatch.setattr(drbd, "run", lambda argv, **k: calls.append(argv) or subprocess.CompletedProcess(argv, 0, "", ""))
+    return calls
+
+
+SERIAL_ONLY = {"wwn": None, "serial": "drbd-a1", "size": 1 << 31, "names": ["drbd-a1"]}
+
+
+def test_wipe_erases_only_under_a_confirmation_naming_the_disk(drbd, monkeypatch):
+    old = [{"type": "ext4", "label": "olddata"}]
+    calls = wipe_with(drbd, monkeypatch, old, SERIAL_ONLY)
+    for wrong in ("", "/dev/vdb", "drbd-a2"):
+        with pytest.raises(drbd.DrbdError) as refused:
+            drbd.wipe("bluemind", 0, "/dev/disk/by-id/virtio-drbd-a1", wrong)
+        assert refused.value.code == drbd.NOT_CONFIRMED
+        assert "bluemind_ha_format_confirm=drbd-a1" in str(refused.value) and "ext4 labelled olddata" in str(refused.value)
+    assert calls == []
+    assert drbd.wipe("bluemind", 0, "/dev/disk/by-id/virtio-drbd-a1", "DRBD-A1") == {"changed": True, "wiped": ["ext4"]}
+    assert calls == [["wipefs", "--all", "--force", "/dev/vdb"]]
+
+
+def test_wipe_refuses_a_disk_in_use_or_without_identity_and_leaves_a_blank_one(drbd, monkeypatch):
+    old = [{"type": "drbd", "label": None}]
+    calls = wipe_with(drbd, monkeypatch, old, SERIAL_ONLY, attached="/dev/vdb")
+    with pytest.raises(drbd.DrbdError) as attached:
+        drbd.wipe("bluemind", 0, "/dev/vdb", "drbd-a1")
+    assert attached.value.code == drbd.BUSY and "take it down" in str(attached.value)
+    calls = wipe_with(drbd, monkeypatch, old, SERIAL_ONLY, held=True)
+    with pytest.raises(drbd.DrbdError) as held:
+        drbd.wipe("bluemind", 0, "/dev/vdb", "drbd-a1")
+    assert held.value.code == drbd.BUSY
+    calls = wipe_with(drbd, monkeypatch, old, {"wwn": None, "serial": None, "size": 1, "names": []})
+    with pytest.raises(drbd.DrbdError) as nameless:
+        drbd.wipe("bluemind", 0, "/dev/vdb", "anything")
+    assert nameless.value.code == drbd.NOT_CONFIRMED and "wipefs -a /dev/vdb" in str(nameless.value)
+    calls = wipe_with(drbd, monkeypatch, [], SERIAL_ONLY)
+    assert drbd.wipe("bluemind", 0, "/dev/vdb", "") == {"changed": False, "wiped": []} and calls == []
+
+
+def test_wipe_needs_its_confirmation_argument(drbd):
+    args = ["--resource", "bluemind", "--minor", "0", "--disk", "/dev/vdb"]
+    assert drbd.probe_args(args + ["--confirm", "x"], "wipe") == ("bluemind", 0, "/dev/vdb", "x")
+    with pytest.raises(drbd.DrbdError) as usage:
+        drbd.probe_args(args, "wipe")
+    assert usage.value.code == drbd.USAGE and "--confirm IDENTITY" in str(usage.value)

@@ -115,11 +115,34 @@ def test_signatures_join_wipefs_and_blkid_without_duplicates(node):
         return subprocess.CompletedProcess(argv, 0, answers[argv[0]], "")
 
     assert node.signatures("/dev/vdb", run_unchecked) == [
-        {"type": "ext4", "label": "bluemind_ha", "offset": "0x438"},
-        {"type": "gpt", "label": None, "offset": None}]
+        {"type": "ext4", "label": "bluemind_ha", "offset": "0x438", "uuid": "x"},
+        {"type": "gpt", "label": None, "offset": None, "uuid": None}]
     assert calls == [["wipefs", "--json", "/dev/vdb"], ["blkid", "-p", "-o", "export", "/dev/vdb"]]
-    answers.update(wipefs="", blkid="TYPE=ext4\n")
-    assert node.signatures("/dev/vdb", run_unchecked) == [{"type": "ext4", "label": None, "offset": None}]
+    answers.update(wipefs="", blkid="TYPE=ext4\nUUID=u-1\n")
+    assert node.signatures("/dev/vdb", run_unchecked) == [{"type": "ext4", "label": None, "offset": None,
+                                                           "uuid": "u-1"}]
+
+
+def test_a_disk_is_named_by_its_wwn_and_serial_never_by_its_path(node):
+    answer = {"rc": 0, "out": json.dumps({"blockdevices": [{"wwn": "0x5000c500a1b2c3d4", "serial": "ZA1 ",
+                                                            "size": 2147483648}]})}
+
+    def run_unchecked(argv):
+        assert argv[:2] == ["lsblk", "--json"] and argv[-1] == "/dev/vdb"
+        return subprocess.CompletedProcess(argv, answer["rc"], answer["out"], "")
+
+    identity = node.device_identity("/dev/vdb", run_unchecked)
+    assert identity == {"wwn": "0x5000c500a1b2c3d4", "serial": "ZA1", "size": 2147483648,
+                        "names": ["0x5000c500a1b2c3d4", "ZA1"]}
+    assert node.confirms("0x5000C500A1B2C3D4", identity["names"]) and node.confirms(" za1", identity["names"])
+    assert not node.confirms("/dev/vdb", identity["names"]) and not node.confirms("", identity["names"])
+    assert not node.confirms(None, identity["names"])
+    assert node.confirms("other-disk, za1", identity["names"]) and not node.confirms("za,1", identity["names"])
+    answer.update(out=json.dumps({"blockdevices": [{"wwn": None, "serial": None, "size": 10}]}))
+    assert node.device_identity("/dev/vdb", run_unchecked)["names"] == []
+    answer.update(rc=32, out="")
+    assert node.device_identity("/dev/vdb", run_unchecked) == {"wwn": None, "serial": None, "size": None,
+                                                               "names": []}
 
 
 def test_proc_drbd_of_a_resync(node, tmp_path):

@@ -224,7 +224,7 @@ def test_status_names_the_holder_and_counts_active_paths(san, array, monkeypatch
     assert info["registered_here"] and not info["held_here"] and info["active_paths"] == 1
 
 
-def test_mkfs_formats_only_a_blank_lun_and_refuses_foreign_data(san, monkeypatch):
+def test_mkfs_formats_only_a_blank_lun_and_refuses_foreign_data(san, monkeypatch, tmp_path):
     calls = []
     signatures = []
 
@@ -239,25 +239,75 @@ def test_mkfs_formats_only_a_blank_lun_and_refuses_foreign_data(san, monkeypatch
     monkeypatch.setattr(san, "run", run)
     monkeypatch.setattr(san.Lun, "present", lambda self: True)
     monkeypatch.setattr(san.Lun, "mounted", lambda self: False)
+    monkeypatch.setattr(san.Lun, "reservation", lambda self: None)
     monkeypatch.setattr(san.Lun, "paths", lambda self: san.parse_paths(PATHS, "bluemind"))
+    monkeypatch.setattr(san, "STATE_DIR", str(tmp_path))
     conf = {"node": "node1", "alias": "bluemind", "device": "/dev/mapper/bluemind", "wwid": "36001",
             "key": "0x1", "keys": {"node1": "0x1"}}
-    assert san.do_mkfs(conf, "ext4", "bluemind_ha", False, False, [])["changed"] is True
-    assert calls[-1][0] == "mkfs.ext4" and calls[-1][-1] == "/dev/mapper/bluemind"
-    signatures.append({"type": "ext4", "label": "bluemind_ha", "offset": "0x438"})
+    assert san.do_mkfs(conf, "ext4", "bluemind_ha", "", False, [])["changed"] is True
+    assert [c[0] for c in calls if c[0] in ("wipefs", "mkfs.ext4")][-1] == "mkfs.ext4"
+    assert [c for c in calls if c[0] == "mkfs.ext4"][0][-1] == "/dev/mapper/bluemind"
+    signatures.append({"type": "ext4", "label": "bluemind_ha", "offset": "0x438", "uuid": "uuid-1"})
     calls.clear()
-    assert san.do_mkfs(conf, "ext4", "bluemind_ha", False, False, [])["changed"] is False
+    assert san.do_mkfs(conf, "ext4", "bluemind_ha", "", False, [])["changed"] is False
     assert not any(c[0].startswith("mkfs") for c in calls)
-    signatures[0] = {"type": "xfs", "label": "olddata", "offset": "0x0"}
-    with pytest.raises(san.SanError) as foreign:
-        san.do_mkfs(conf, "ext4", "bluemind_ha", False, False, [])
-    assert foreign.value.code == san.FOREIGN
-    assert "xfs labelled olddata" in str(foreign.value) and "san_overwrite_signatures" in str(foreign.value)
-    assert san.do_mkfs(conf, "ext4", "bluemind_ha", True, True, []) == {"changed": True, "would": "wipe and format"}
+    signatures[0] = {"type": "xfs", "label": "olddata", "offset": "0x0", "uuid": "uuid-old"}
+    for confirm in ("", "36002", "/dev/mapper/bluemind"):
+        with pytest.raises(san.SanError) as foreign:
+            san.do_mkfs(conf, "ext4", "bluemind_ha", confirm, False, [])
+        assert foreign.value.code == san.FOREIGN
+        assert "xfs labelled olddata" in str(foreign.value)
+        assert "-e bluemind_ha_format_confirm=36001" in str(foreign.value)
+    assert san.do_mkfs(conf, "ext4", "bluemind_ha", "36001", True, []) == {"changed": True, "would": "wipe and format"}
     calls.clear()
-    san.do_mkfs(conf, "ext4", "bluemind_ha", True, False, [])
+    san.do_mkfs(conf, "ext4", "bluemind_ha", "36001", False, [])
     assert [c[0] for c in calls if c[0] in ("wipefs", "mkfs.ext4")][-2:] == ["wipefs", "mkfs.ext4"]
     assert ["wipefs", "--all", "/dev/mapper/bluemind"] in calls
+
+
+def test_mkfs_never_formats_a_reserved_lun_or_the_pair_s_own_filesystem(san, monkeypatch, tmp_path):
+    """The confirmation is one-shot in effect: left standing, it still cannot
+    erase the filesystem the pair uses (a changed label or type in the
+    inventory), nor a LUN a node holds."""
+    found = [{"type": "ext4", "label": "bluemind_ha", "offset": "0x438", "uuid": "uuid-pair"}]
+    calls = []
+
+    def run(argv, check=True, stdin=None):
+        calls.append(argv)
+        if argv[0] == "wipefs" and argv[1] == "--json":
+            return subprocess.CompletedProcess(argv, 0, json.dumps({"signatures": found}), "")
+        if argv[:2] == ["blkid", "-p"] and "UUID" in argv:
+            return subprocess.CompletedProcess(argv, 0, found[0]["uuid"] + "\n", "")
+        return subprocess.CompletedProcess(argv, 2, "", "")
+
+    holder = {"value": None}
+    monkeypatch.setattr(san, "run", run)
+    monkeypatch.setattr(san, "STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(san.Lun, "present", lambda self: True)
+    monkeypatch.setattr(san.Lun, "mounted", lambda self: False)
+    monkeypatch.setattr(san.Lun, "reservation", lambda self: holder["value"])
+    monkeypatch.setattr(san.Lun, "paths", lambda self: san.parse_paths(PATHS, "bluemind"))
+    conf = {"node": "node1", "alias": "bluemind", "device": "/dev/mapper/bluemind", "wwid": "36001",
+            "key": "0x1", "keys": {"node1": "0x1", "node2": "0x2"}}
+    # A run that finds the pair's filesystem records it.
+    assert san.do_mkfs(conf, "ext4", "bluemind_ha", "", False, [])["changed"] is False
+    assert json.loads((tmp_path / "san-filesystem.json").read_text())["uuid"] == "uuid-pair"
+    with pytest.raises(san.SanError) as ours:
+        san.do_mkfs(conf, "ext4", "newlabel", "36001", False, [])
+    assert ours.value.code == san.FOREIGN and "the pair's own filesystem (UUID uuid-pair)" in str(ours.value)
+    with pytest.raises(san.SanError) as ours:
+        san.do_mkfs(conf, "xfs", "bluemind_ha", "36001", False, [])
+    assert ours.value.code == san.FOREIGN
+    holder["value"] = (0x2, "Write Exclusive, registrants only")
+    found[0] = {"type": "xfs", "label": "olddata", "offset": "0x0", "uuid": "uuid-old"}
+    with pytest.raises(san.SanError) as reserved:
+        san.do_mkfs(conf, "ext4", "bluemind_ha", "36001", False, [])
+    assert reserved.value.code == san.FOREIGN and "reserved by node2" in str(reserved.value)
+    found.clear()
+    with pytest.raises(san.SanError) as reserved:
+        san.do_mkfs(conf, "ext4", "bluemind_ha", "", False, [])
+    assert "reserved by node2" in str(reserved.value)
+    assert not any(c[0] in ("mkfs.ext4", "mkfs.xfs") or c[:2] == ["wipefs", "--all"] for c in calls)
 
 
 def test_usage_errors_give_exit_2(san, tmp_path, capsys):

@@ -262,3 +262,85 @@ def test_a_secret_other_than_the_inventory_s_is_masked_in_the_option_too():
     # The running resource may carry the previous secret when the inventory's changed.
     message = adjust_failure(SECRET, "drbdsetup net-options bluemind 0 --shared-secret=previous-secret-0123 --protocol=C")
     assert "previous-secret-0123" not in message and "--shared-secret=******** --protocol=C" in message
+
+
+# ------------------------------------------------------------------ erasing storage (issue 29, item 2)
+
+STANDING = "Refuse a standing consent to erase the storage"
+CONFIRM = "Check the one-shot confirmation to erase a device"
+
+
+@pytest.mark.parametrize("scenario,setting", [("drbd", "drbd_overwrite_signatures"),
+                                              ("san", "san_overwrite_signatures")])
+@pytest.mark.parametrize("value", [True, False])
+def test_a_standing_consent_to_erase_is_refused_whatever_its_value(scenario, setting, value):
+    variables = role_vars("preflight", **lab_vars(scenario), **{setting: value})
+    assert failing("preflight", STANDING, variables) != []
+    message = templar({**variables, **task_vars("preflight", STANDING)}).template(
+        trust_as_template(task("preflight", STANDING)["ansible.builtin.assert"]["fail_msg"]))
+    assert message.startswith("node1: ") and setting in message and "-e bluemind_ha_format_confirm=" in message
+    assert ("WWID" if scenario == "san" else "WWN or serial") in message
+
+
+@pytest.mark.parametrize("scenario", ["drbd", "san"])
+def test_the_lab_inventories_hold_no_consent_to_erase(scenario):
+    assert failing("preflight", STANDING, role_vars("preflight", **lab_vars(scenario))) == []
+
+
+@pytest.mark.parametrize("confirm", ["", "  ", "/dev/sdb", "drbd-a1, /dev/disk/by-id/virtio-x", 12345])
+def test_a_confirmation_that_does_not_name_a_device_by_its_identity_is_refused(confirm):
+    variables = role_vars("preflight", **lab_vars("drbd"), bluemind_ha_format_confirm=confirm)
+    assert failing("preflight", CONFIRM, variables) != []
+
+
+@pytest.mark.parametrize("confirm", ["drbd", "0x5000c500a1b2c3d4", "360014056c1d4e2a1b2c4d5e8f90a1b2c, drbd"])
+def test_a_confirmation_naming_identities_passes(confirm):
+    variables = role_vars("preflight", **lab_vars("drbd"), bluemind_ha_format_confirm=confirm)
+    assert failing("preflight", CONFIRM, variables) == []
+
+
+DISK_CHECK = "Check that the backing device carries no foreign data and is the one in use"
+
+
+def disk_problems(signatures, identity_names=("drbd",), **overrides) -> list:
+    """What the drbd role's disk check (configure.yml) says about a probed disk."""
+    check = next(t for t in yaml.safe_load((ROOT / "roles" / "drbd" / "tasks" / "configure.yml").read_text())
+                 if t.get("name") == DISK_CHECK)
+    names = list(identity_names)
+    probe = {"disk": "/dev/vdb", "disk_path": "/dev/vdb", "signatures": signatures,
+             "metadata": any(s["type"] == "drbd" for s in signatures),
+             "foreign": [s for s in signatures if s["type"] != "drbd"], "attached": None, "state": {},
+             "identity": {"wwn": None, "serial": names[0] if names else None, "size": 1 << 31, "names": names}}
+    variables = role_vars("drbd", **{"drbd_filesystem_label": "bluemind_ha", **lab_vars("drbd")}, drbd_probe={"stdout": __import__("json").dumps(probe)},
+                          **overrides)
+    local = {k: trust_as_template(v) if isinstance(v, str) else v for k, v in check["vars"].items()}
+    return templar({**variables, **local}).template(trust_as_template("{{ __drbd_problems }}"))
+
+
+OLD = {"type": "ext4", "label": "olddata"}
+
+
+def test_a_blank_disk_or_the_pair_s_metadata_needs_no_confirmation():
+    assert disk_problems([]) == []
+    assert disk_problems([{"type": "drbd", "label": None}]) == []
+
+
+def test_a_foreign_disk_is_erased_only_under_a_confirmation_naming_it():
+    refused = disk_problems([OLD])
+    assert len(refused) == 1 and "-e bluemind_ha_format_confirm=drbd (the disk's serial number" in refused[0]
+    assert "ext4 labelled olddata" in refused[0]
+    assert disk_problems([OLD], bluemind_ha_format_confirm="other, DRBD") == []
+    wrong = disk_problems([OLD], bluemind_ha_format_confirm="/dev/vdb")
+    assert len(wrong) == 1 and "(bluemind_ha_format_confirm=/dev/vdb does not name it.)" in wrong[0]
+    nameless = disk_problems([OLD], identity_names=(), bluemind_ha_format_confirm="anything")
+    assert len(nameless) == 1 and "no confirmation can name it" in nameless[0] and "wipefs -a /dev/vdb" in nameless[0]
+
+
+def test_the_pair_s_filesystem_is_never_erased_and_a_rebuild_needs_the_confirmation():
+    pair = disk_problems([{"type": "ext4", "label": "bluemind_ha"}], bluemind_ha_format_confirm="drbd")
+    assert len(pair) == 1 and "the pair's" in pair[0] and "bluemind_ha.cluster.rebuild" in pair[0]
+    stale = [{"type": "drbd", "label": None}, {"type": "ext4", "label": "bluemind_ha"}]
+    rebuild = disk_problems(stale, drbd_rebuild=True)
+    assert len(rebuild) == 1 and "old DRBD metadata of this node: the rebuild erases it" in rebuild[0]
+    assert disk_problems(stale, drbd_rebuild=True, bluemind_ha_format_confirm="drbd") == []
+    assert disk_problems([], drbd_rebuild=True) == []

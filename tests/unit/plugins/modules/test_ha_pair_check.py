@@ -471,3 +471,31 @@ def test_the_codes_are_the_ones_the_checks_report_and_the_documentation_lists():
     documented = re.findall(r"^  - C\((\w+)\) - ", ha_pair_check.DOCUMENTATION, re.M)
     assert reported == set(ha_pair_check.CODES)
     assert documented == list(ha_pair_check.CODES)
+
+
+def test_a_one_shot_confirmation_accepts_only_the_device_it_names(run_module):
+    """bluemind_ha_format_confirm names a DRBD disk by its serial or WWN and the
+    LUN by its WWID: a device it names becomes a warning (erased in this run),
+    any other stays disk_in_use, and a device name is no confirmation."""
+    args = pair_args()
+    filesystem_on_disk(args)
+    disk(args, "node2", "/dev/vdb").update(serial="drbd-b2")
+    for given in ("/dev/vdb", "virtio-drbd", "drbd-b1"):
+        failed, result, dummy = run(run_module, dict(args, format_confirm=given))
+        assert failed and [p["code"] for p in result["problems"]] == ["disk_in_use"], result
+        assert "bluemind_ha_format_confirm=drbd-b2" in result["msg"] and f"={given} does not name it" in result["msg"]
+    failed, result, warnings = run(run_module, dict(args, format_confirm="other, DRBD-B2"))
+    assert not failed, result["msg"]
+    assert any("drbd role erases it" in w for w in warnings), warnings
+    disk(args, "node2", "/dev/vdb").update(serial=None)
+    failed, result, dummy = run(run_module, dict(args, format_confirm="drbd-b2"))
+    assert failed and "wipefs -a /dev/vdb" in result["msg"] and "no WWN or serial" in result["msg"]
+    san = pair_args("san")
+    san_filesystem(san)
+    failed, result, dummy = run(run_module, san)
+    assert failed and f"-e bluemind_ha_format_confirm={san['san_wwid']}" in result["msg"]
+    failed, result, warnings = run(run_module, dict(san, format_confirm=WWID.upper()))
+    assert not failed, result["msg"]
+    assert any("san role formats it" in w for w in warnings), warnings
+    failed, result, dummy = run(run_module, dict(san, format_confirm="/dev/sda"))
+    assert failed
