@@ -123,6 +123,22 @@ ha_node:
       type: str
       returned: always
       sample: node1.example.org
+    product_uuid:
+      description:
+        - The server's system UUID from its firmware (DMI/SMBIOS, C(/sys/class/dmi/id/product_uuid)), lower case;
+          V(null) when the firmware gives none or it cannot be read.
+        - The fencing role compares it with the UUID the peer's management controller reports, so that a node
+          never fences itself or another server.
+      type: str
+      returned: always
+      sample: 4c4c4544-0042-3510-8050-b4c04f4e4d32
+    product_uuid_swapped:
+      description:
+        - RV(ha_node.product_uuid) with its first three fields byte-swapped (SMBIOS before 2.6 left their byte
+          order open; a management controller may report that form). V(null) when there is no product UUID.
+      type: str
+      returned: always
+      sample: 44454c4c-4200-1035-8050-b4c04f4e4d32
     block_devices:
       description: >-
         Every disk and multipath device: C(path), C(name), C(size) in bytes, C(type),
@@ -237,6 +253,33 @@ def parse_udev(text: str) -> dict:
             key, value = line.split("=", 1)
             props[key] = value
     return props
+
+
+PRODUCT_UUID = "/sys/class/dmi/id/product_uuid"
+
+
+def read_product_uuid(path: str = PRODUCT_UUID):
+    """The firmware's system UUID, lower case, or None (no DMI, unreadable, or
+    the all-zero and all-F placeholders of firmware that has none)."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            text = handle.read().strip().lower()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text or set(text.replace("-", "")) <= {"0"} or set(text.replace("-", "")) <= {"f"}:
+        return None
+    return text
+
+
+def swapped_uuid(text):
+    """The same UUID with its first three fields byte-swapped: SMBIOS before 2.6
+    left their byte order open, and a management controller may report the
+    other order than the one the kernel prints. None for anything not a UUID."""
+    parts = (text or "").split("-")
+    if [len(p) for p in parts] != [8, 4, 4, 4, 12]:
+        return None
+    flip = ["".join(reversed([p[i:i + 2] for i in range(0, len(p), 2)])) for p in parts[:3]]
+    return "-".join(flip + parts[3:])
 
 
 def wwid_from_udev(props: dict):
@@ -401,6 +444,7 @@ def main():
             module.fail_json(msg=f"probe: {address!r} is not an IP address without prefix; "
                                  "give a bare IPv4 or IPv6 address")
     info = NodeInfo(module)
+    product_uuid = read_product_uuid(PRODUCT_UUID)
     interfaces = info.interfaces()
     hostname, fqdn = info.names()
     devices, missing = info.block_devices(module.params["devices"])
@@ -413,6 +457,8 @@ def main():
         "block_devices": devices,
         "missing_devices": missing,
         "time_synchronized": info.time_synchronized(),
+        "product_uuid": product_uuid,
+        "product_uuid_swapped": swapped_uuid(product_uuid),
         "probes": info.probe(module.params["probe"], interfaces, module.params["probe_timeout"]),
     }
     module.exit_json(changed=False, ha_node=node)

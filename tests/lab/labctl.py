@@ -68,6 +68,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -670,6 +671,9 @@ class Lab:
         nets, segments = [], []
         argv = [
             "qemu-system-x86_64", "-name", f"lab-{self.name}-{name},process=lab-{self.name}-{name}",
+            # The server's identity, as a real one has in its firmware: the guest
+            # reads it as its DMI product UUID, the Redfish double reports it.
+            "-uuid", vm_uuid(self.name, name),
             "-machine", "pc", "-accel", "tcg,thread=multi", "-cpu", qemu_cpu(),
             "-smp", str(cpus), "-m", str(int(spec.get("memory", 1024))),
             "-nodefaults", "-display", "none", "-rtc", "base=utc",
@@ -1046,6 +1050,12 @@ def cmd_list(_args) -> int:
     return 0
 
 
+def vm_uuid(lab: str, vm: str) -> str:
+    """A VM's system UUID (QEMU -uuid, the guest's SMBIOS product UUID): stable
+    for a lab's VM, different between VMs and labs."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"bluemind-ha-lab:{lab}/{vm}"))
+
+
 class RedfishDouble:
     """Stands in for a server's management controller (BMC): the part of the
     Redfish API that fence_redfish uses - service root, systems collection, one
@@ -1079,7 +1089,10 @@ class RedfishDouble:
             return 200, {"@odata.id": "/redfish/v1/Systems", "Members@odata.count": 1,
                          "Members": [{"@odata.id": self.SYSTEM}]}
         if method == "GET" and path == self.SYSTEM:
+            # UUID: what a real BMC reports from the server's firmware (Redfish
+            # ComputerSystem.UUID), here the VM's QEMU -uuid.
             return 200, {"@odata.id": self.SYSTEM, "Id": "1", "Name": self.vm.name,
+                         "UUID": vm_uuid(self.vm.lab.name, self.vm.name),
                          "PowerState": self.vm.power_state(),
                          "Actions": {"#ComputerSystem.Reset": {
                              "target": self.RESET, "ResetType@Redfish.AllowableValues": self.RESET_TYPES}}}

@@ -56,6 +56,30 @@ def test_wrong_credentials_stop_the_deploy_before_any_change(tmp_path):
     assert "not-the-password" not in json.dumps(report)
 
 
+def test_crossed_controller_entries_stop_the_deploy_before_any_change(tmp_path):
+    """Issue 29: the two nodes' bluemind_ha_bmc entries swapped (each controller
+    reachable, the credentials right): each node would fence itself. Refused in
+    the preflight play on both nodes, from the system UUID each controller
+    reports (the lab's Redfish double: the VM's QEMU -uuid) against the peer's
+    firmware UUID (ha_node_info)."""
+    inventory = labtopo.write_inventory(tmp_path / "hosts.yml")
+    data = yaml.safe_load(inventory.read_text())
+    hosts = data["all"]["hosts"]
+    hosts[NODES[0]]["bluemind_ha_bmc"], hosts[NODES[1]]["bluemind_ha_bmc"] = (
+        hosts[NODES[1]]["bluemind_ha_bmc"], hosts[NODES[0]]["bluemind_ha_bmc"])
+    inventory.write_text(yaml.safe_dump(data))
+    report = labtopo.run_playbook("bluemind_ha.cluster.site", inventory)
+    assert report["rc"] != 0
+    assert all(report["stats"][n]["changed"] == 0 for n in NODES), report["stats"]
+    failures = {host: str(r.get("msg", "")) for name, host, r in labtopo.task_results(report)
+                if r["status"] == "failed"}
+    assert sorted(failures) == sorted(NODES), failures
+    for node in NODES:
+        uuid = labtopo.vm(node).check_output("cat /sys/class/dmi/id/product_uuid").lower()
+        assert f"powers {node} itself (system UUID {uuid})" in failures[node], failures[node]
+    assert "lab-bmc-password" not in json.dumps(report)
+
+
 def test_the_passive_node_waits_before_fencing():
     """The passive half of the fencing race (docs/fencing.md), which the partition
     check cannot see every time (the active node's call may power the passive one

@@ -97,6 +97,7 @@ def test_vm_command_line(labctl, tmp_path):
     # TCG always: /dev/kvm on these machines does not run a stock Debian kernel.
     assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
     assert argv[argv.index("-cpu") + 1] == "max"
+    assert argv[argv.index("-uuid") + 1] == labctl.vm_uuid(lab.name, "node1")
     assert f"hostfwd=tcp:127.0.0.1:{base + 10}-:22" in joined
     # Segments never leave the machine: multicast on loopback, one port per segment.
     assert f"socket,id=net-public,mcast=230.0.0.1:{base},localaddr=127.0.0.1" in joined
@@ -195,9 +196,14 @@ def test_time_server_answers_client_requests_only(labctl):
     assert labctl.ntp_reply(b"short", 0.0, 0.0) is None
 
 
+class FakeLab:
+    name = "lab-a"
+
+
 class FakeVM:
     def __init__(self):
         self.name = "node1"
+        self.lab = FakeLab()
         self.meta = {"spec": {"bmc": {"password": "s3cret"}}}
         self.state = "On"
         self.calls = []
@@ -226,6 +232,9 @@ def test_redfish_double_speaks_what_fence_redfish_uses(labctl):
     system_uri = systems["Members"][0]["@odata.id"]
     status, system = bmc.handle("GET", system_uri, good, b"")
     assert system["PowerState"] == "On"
+    # The server's identity, as the guest reads it (QEMU -uuid): one per VM and lab.
+    assert system["UUID"] == labctl.vm_uuid("lab-a", "node1") != labctl.vm_uuid("lab-a", "node2")
+    assert labctl.vm_uuid("lab-b", "node1") != system["UUID"] == labctl.vm_uuid("lab-a", "node1")
     target = system["Actions"]["#ComputerSystem.Reset"]["target"]
     assert bmc.handle("POST", target, bad, b'{"ResetType": "ForceOff"}')[0] == 401 and vm.calls == []
     assert bmc.handle("POST", target, good, b'{"ResetType": "ForceOff"}')[0] == 204

@@ -344,3 +344,53 @@ def test_the_pair_s_filesystem_is_never_erased_and_a_rebuild_needs_the_confirmat
     assert len(rebuild) == 1 and "old DRBD metadata of this node: the rebuild erases it" in rebuild[0]
     assert disk_problems(stale, drbd_rebuild=True, bluemind_ha_format_confirm="drbd") == []
     assert disk_problems([], drbd_rebuild=True) == []
+
+
+# ------------------------------------------------------------------ the fence target's identity (issue 29, item 7)
+
+IDENTITY = "Check that the peer's controller powers the peer, not this node nor another server"
+UUID1, UUID2 = "8b0b5f6e-1c1d-5a55-9d0e-0000000000a1", "8b0b5f6e-1c1d-5a55-9d0e-0000000000a2"
+
+
+def swapped(uuid):
+    parts = uuid.split("-")
+    return "-".join(["".join(reversed([p[i:i + 2] for i in range(0, len(p), 2)])) for p in parts[:3]] + parts[3:])
+
+
+def identity_check(reported: list, own=UUID1, peer=UUID2) -> tuple[list, str]:
+    """node1's check of the controller named for node2, which reported the
+    given system UUIDs: (the failing condition or none, the message)."""
+    bmc = {"type": "redfish", "address": "10.0.2.101", "port": 443, "username": "admin", "password": "pw"}
+
+    def info(uuid):
+        return {"ha_node": {"product_uuid": uuid, "product_uuid_swapped": swapped(uuid) if uuid else None}}
+
+    variables = role_vars("fencing", preflight_node_info=info(own),
+                          hostvars={"node2": {"bluemind_ha_bmc": bmc, "preflight_node_info": info(peer)}},
+                          fencing_peer_systems={"results": [{"json": {"UUID": u}} if u is not None else {}
+                                                            for u in reported]})
+    message = templar({**variables, **task_vars("fencing", IDENTITY)}).template(
+        trust_as_template(task("fencing", IDENTITY)["ansible.builtin.assert"]["fail_msg"]))
+    return failing("fencing", IDENTITY, variables), " ".join(message.split())
+
+
+def test_the_peer_s_controller_reporting_the_peer_s_uuid_passes():
+    assert identity_check([UUID2.upper()])[0] == []
+    assert identity_check([UUID1, UUID2])[0] == []  # a controller of several systems, the peer among them
+    assert identity_check([swapped(UUID2)])[0] == []  # the other SMBIOS byte order
+
+
+def test_a_crossed_or_copied_controller_entry_is_refused():
+    failed, message = identity_check([UUID1])
+    assert failed and message.startswith("node1: the management controller named for node2 (10.0.2.101:443")
+    assert f"powers node1 itself (system UUID {UUID1})" in message and "crossed or copied" in message
+    assert "powers node1 itself" in identity_check([swapped(UUID1)])[1]
+
+
+def test_a_controller_of_another_server_or_without_uuid_is_refused():
+    failed, message = identity_check(["11111111-2222-3333-4444-555555555555"])
+    assert failed and "not node2 (" + UUID2 + ")" in message and "correct bluemind_ha_bmc" in message
+    failed, message = identity_check([None])
+    assert failed and "reports no system UUID" in message and "fencing_verify_identity: false" in message
+    failed, message = identity_check([UUID2], peer=None)
+    assert failed and "node2's firmware reports no system UUID" in message

@@ -202,3 +202,20 @@ def test_clock_state_is_unknown_without_timedatectl(node, run_module):
 ])
 def test_wwid_follows_multipath_conventions(props, expected):
     assert ha_node_info.wwid_from_udev(props) == expected
+
+
+def test_reports_the_firmware_system_uuid_or_none(node, run_module, tmp_path, monkeypatch):
+    path = tmp_path / "product_uuid"
+    monkeypatch.setattr(ha_node_info, "PRODUCT_UUID", str(path))
+    path.write_text("4C4C4544-0042-3510-8050-B4C04F4E4D32\n")
+    facts = run_module(ha_node_info, {"packages": []})[1]["ha_node"]
+    assert facts["product_uuid"] == "4c4c4544-0042-3510-8050-b4c04f4e4d32"
+    assert facts["product_uuid_swapped"] == "44454c4c-4200-1035-8050-b4c04f4e4d32"
+    assert ha_node_info.swapped_uuid(facts["product_uuid_swapped"]) == facts["product_uuid"]
+    assert ha_node_info.swapped_uuid("not-a-uuid") is None and ha_node_info.swapped_uuid(None) is None
+    for placeholder in ("00000000-0000-0000-0000-000000000000", "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF", ""):
+        path.write_text(placeholder + "\n")
+        assert ha_node_info.read_product_uuid(str(path)) is None
+    path.unlink()
+    facts = run_module(ha_node_info, {"packages": []})[1]["ha_node"]
+    assert facts["product_uuid"] is None and facts["product_uuid_swapped"] is None
