@@ -142,8 +142,8 @@ ha_node:
     block_devices:
       description: >-
         Every disk and multipath device: C(path), C(name), C(size) in bytes, C(type),
-        C(wwid) (V(null) when the device has none), C(serial) (the serial number udev reads,
-        V(null) when none), C(signature) (the type of what
+        C(wwid) (V(null) when the device has none), C(wwn) and C(serial) (the WWN and serial
+        number udev reads, V(null) when none), C(signature) (the type of what
         C(blkid -p) finds on the device, such as C(xfs), C(drbd) or a partition table
         C(gpt), V(null) when blank), C(label), C(children) (names of partitions and
         holders), C(mountpoints) and C(aliases) (the O(devices) paths that lead to it).
@@ -151,7 +151,7 @@ ha_node:
       elements: dict
       returned: always
       sample:
-        - {path: /dev/vdb, name: vdb, size: 2147483648, type: disk, wwid: null, serial: drbd, signature: null,
+        - {path: /dev/vdb, name: vdb, size: 2147483648, type: disk, wwid: null, wwn: null, serial: drbd, signature: null,
            label: null, children: [], mountpoints: [], aliases: [/dev/disk/by-id/virtio-drbd]}
     missing_devices:
       description: The O(devices) paths that do not exist.
@@ -374,6 +374,9 @@ class NodeInfo:
                 "size": int(dev.get("size") or 0),
                 "type": dev.get("type"),
                 "wwid": wwid_from_udev(props),
+                # A disk's identity for bluemind_ha_format_confirm; bluemind-ha-drbd
+                # reads the same properties (bluemind_ha_node.device_identity).
+                "wwn": props.get("ID_WWN_WITH_EXTENSION") or props.get("ID_WWN") or None,
                 "serial": props.get("ID_SERIAL_SHORT") or props.get("ID_SERIAL") or None,
                 "signature": sig.get("TYPE") or sig.get("PTTYPE"),
                 "label": sig.get("LABEL"),

@@ -643,7 +643,7 @@ class PairCheck:
             sizes[name] = int(dev.get("size") or 0)
             what = self.foreign(dev, own_children_prefix="drbd")
             if what:
-                names = [n for n in (dev.get("wwid"), dev.get("serial")) if n]
+                names = [n for n in (dev.get("wwn"), dev.get("serial")) if n]
                 if self.confirmed(names):
                     self.warn(name, f"{path} ({dev.get('path')}) on {name} holds {what}; bluemind_ha_format_confirm "
                                     "names it: the drbd role erases it in this run")
@@ -651,7 +651,7 @@ class PairCheck:
                 self.add("disk_in_use", name,
                          f"{path} ({dev.get('path')}) on {name} holds {what}, which this collection did not create; "
                          + (f"if its data is not needed, run once with -e bluemind_ha_format_confirm={names[0]} "
-                            f"(its {'WWN' if dev.get('wwid') else 'serial number'}; it will be erased)"
+                            f"(its {'WWN' if dev.get('wwn') else 'serial number'}; it will be erased)"
                             if names else f"if its data is not needed, erase it with `wipefs -a {dev.get('path')}` "
                                           "(it has no WWN or serial number a confirmation could name)")
                          + ", else choose another disk"

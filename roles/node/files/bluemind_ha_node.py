@@ -187,18 +187,16 @@ def signatures(device, run_unchecked):
 
 def device_identity(device, run_unchecked):
     """What names a disk whatever its path: its WWN and serial number as udev
-    reads them from the hardware (lsblk), and its size in bytes. A confirmation
-    to erase a disk must name one of these: a /dev name can move to another disk
-    after a reinstall, these do not."""
-    proc = run_unchecked(["lsblk", "--json", "--nodeps", "--bytes", "--output", "WWN,SERIAL,SIZE", device])
-    if proc.returncode != 0 or not proc.stdout.strip():
-        return {"wwn": None, "serial": None, "size": None, "names": []}
-    dev = (json.loads(proc.stdout).get("blockdevices") or [{}])[0]
-    wwn = (dev.get("wwn") or "").strip() or None
-    serial = (dev.get("serial") or "").strip() or None
-    size = dev.get("size")
-    return {"wwn": wwn, "serial": serial, "size": int(size) if size is not None else None,
-            "names": [n for n in (wwn, serial) if n]}
+    reads them from the hardware. A confirmation to erase a disk must name one
+    of these: a /dev name can move to another disk after a reinstall, these do
+    not. The same udev properties, in the same order, as the ha_node_info
+    module's wwn and serial (preflight's messages name the disk by them)."""
+    proc = run_unchecked(["udevadm", "info", "--query=property", "--name", device])
+    props = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line) \
+        if proc.returncode == 0 else {}
+    wwn = props.get("ID_WWN_WITH_EXTENSION") or props.get("ID_WWN") or None
+    serial = props.get("ID_SERIAL_SHORT") or props.get("ID_SERIAL") or None
+    return {"wwn": wwn, "serial": serial, "names": [n for n in (wwn, serial) if n]}
 
 
 def confirms(confirm, names):

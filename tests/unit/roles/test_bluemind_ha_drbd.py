@@ -317,7 +317,7 @@ def wipe_with(drbd, monkeypatch, signatures, identity, attached=None, held=False
     return calls
 
 
-SERIAL_ONLY = {"wwn": None, "serial": "drbd-a1", "size": 1 << 31, "names": ["drbd-a1"]}
+SERIAL_ONLY = {"wwn": None, "serial": "drbd-a1", "names": ["drbd-a1"]}
 
 
 def test_wipe_erases_only_under_a_confirmation_naming_the_disk(drbd, monkeypatch):
@@ -343,7 +343,7 @@ def test_wipe_refuses_a_disk_in_use_or_without_identity_and_leaves_a_blank_one(d
     with pytest.raises(drbd.DrbdError) as held:
         drbd.wipe("bluemind", 0, "/dev/vdb", "drbd-a1")
     assert held.value.code == drbd.BUSY
-    calls = wipe_with(drbd, monkeypatch, old, {"wwn": None, "serial": None, "size": 1, "names": []})
+    calls = wipe_with(drbd, monkeypatch, old, {"wwn": None, "serial": None, "names": []})
     with pytest.raises(drbd.DrbdError) as nameless:
         drbd.wipe("bluemind", 0, "/dev/vdb", "anything")
     assert nameless.value.code == drbd.NOT_CONFIRMED and "wipefs -a /dev/vdb" in str(nameless.value)

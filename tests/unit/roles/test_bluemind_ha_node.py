@@ -124,25 +124,27 @@ def test_signatures_join_wipefs_and_blkid_without_duplicates(node):
 
 
 def test_a_disk_is_named_by_its_wwn_and_serial_never_by_its_path(node):
-    answer = {"rc": 0, "out": json.dumps({"blockdevices": [{"wwn": "0x5000c500a1b2c3d4", "serial": "ZA1 ",
-                                                            "size": 2147483648}]})}
+    """The udev properties ha_node_info reads for the same disk, in the same
+    order: preflight's message and the wipe command name a disk alike."""
+    answer = {"rc": 0, "out": "DEVNAME=/dev/sdb\nID_BUS=ata\nID_SERIAL=ST2000_ZA1\nID_SERIAL_SHORT=ZA1\n"
+                              "ID_WWN=0x5000c500a1b2c3d4\nID_WWN_WITH_EXTENSION=0x5000c500a1b2c3d4\n"}
 
     def run_unchecked(argv):
-        assert argv[:2] == ["lsblk", "--json"] and argv[-1] == "/dev/vdb"
+        assert argv == ["udevadm", "info", "--query=property", "--name", "/dev/vdb"]
         return subprocess.CompletedProcess(argv, answer["rc"], answer["out"], "")
 
     identity = node.device_identity("/dev/vdb", run_unchecked)
-    assert identity == {"wwn": "0x5000c500a1b2c3d4", "serial": "ZA1", "size": 2147483648,
-                        "names": ["0x5000c500a1b2c3d4", "ZA1"]}
+    assert identity == {"wwn": "0x5000c500a1b2c3d4", "serial": "ZA1", "names": ["0x5000c500a1b2c3d4", "ZA1"]}
     assert node.confirms("0x5000C500A1B2C3D4", identity["names"]) and node.confirms(" za1", identity["names"])
     assert not node.confirms("/dev/vdb", identity["names"]) and not node.confirms("", identity["names"])
     assert not node.confirms(None, identity["names"])
     assert node.confirms("other-disk, za1", identity["names"]) and not node.confirms("za,1", identity["names"])
-    answer.update(out=json.dumps({"blockdevices": [{"wwn": None, "serial": None, "size": 10}]}))
+    answer.update(out="DEVNAME=/dev/vdb\nID_SERIAL=drbd\n")
+    assert node.device_identity("/dev/vdb", run_unchecked)["names"] == ["drbd"]
+    answer.update(out="DEVNAME=/dev/vdb\n")
     assert node.device_identity("/dev/vdb", run_unchecked)["names"] == []
-    answer.update(rc=32, out="")
-    assert node.device_identity("/dev/vdb", run_unchecked) == {"wwn": None, "serial": None, "size": None,
-                                                               "names": []}
+    answer.update(rc=1, out="")
+    assert node.device_identity("/dev/vdb", run_unchecked) == {"wwn": None, "serial": None, "names": []}
 
 
 def test_proc_drbd_of_a_resync(node, tmp_path):

@@ -310,7 +310,7 @@ def disk_problems(signatures, identity_names=("drbd",), **overrides) -> list:
     probe = {"disk": "/dev/vdb", "disk_path": "/dev/vdb", "signatures": signatures,
              "metadata": any(s["type"] == "drbd" for s in signatures),
              "foreign": [s for s in signatures if s["type"] != "drbd"], "attached": None, "state": {},
-             "identity": {"wwn": None, "serial": names[0] if names else None, "size": 1 << 31, "names": names}}
+             "identity": {"wwn": None, "serial": names[0] if names else None, "names": names}}
     variables = role_vars("drbd", **{"drbd_filesystem_label": "bluemind_ha", **lab_vars("drbd")}, drbd_probe={"stdout": __import__("json").dumps(probe)},
                           **overrides)
     local = {k: trust_as_template(v) if isinstance(v, str) else v for k, v in check["vars"].items()}
@@ -337,8 +337,9 @@ def test_a_foreign_disk_is_erased_only_under_a_confirmation_naming_it():
 
 
 def test_the_pair_s_filesystem_is_never_erased_and_a_rebuild_needs_the_confirmation():
-    pair = disk_problems([{"type": "ext4", "label": "bluemind_ha"}], bluemind_ha_format_confirm="drbd")
-    assert len(pair) == 1 and "the pair's" in pair[0] and "bluemind_ha.cluster.rebuild" in pair[0]
+    for confirm in ({}, {"bluemind_ha_format_confirm": "drbd"}):
+        pair = disk_problems([{"type": "ext4", "label": "bluemind_ha"}], **confirm)
+        assert len(pair) == 1 and "the pair's" in pair[0] and "bluemind_ha.cluster.rebuild" in pair[0], pair
     stale = [{"type": "drbd", "label": None}, {"type": "ext4", "label": "bluemind_ha"}]
     rebuild = disk_problems(stale, drbd_rebuild=True)
     assert len(rebuild) == 1 and "old DRBD metadata of this node: the rebuild erases it" in rebuild[0]

@@ -112,6 +112,10 @@ def test_reports_disks_with_wwid_and_signature(node, run_module):
     assert devices["/dev/sda"]["wwid"] == devices["/dev/sdb"]["wwid"] == WWID
     assert devices["/dev/sda"]["size"] == 2147483648
     assert devices["/dev/sda"]["signature"] is None
+    # A disk's identity for bluemind_ha_format_confirm, as udev reads it (recorded on the lab's iSCSI LUN).
+    assert devices["/dev/sda"]["wwn"] == "0x60014056c1d4e2a1b2c4d5e8f90a1b2c"
+    assert devices["/dev/sda"]["serial"] == "60014056c1d4e2a1b2c4d5e8f90a1b2c"
+    assert (devices["/dev/vda"]["wwn"], devices["/dev/vda"]["serial"]) == (None, "root")
     assert devices["/dev/sda"]["aliases"] == ["/dev/disk/by-id/wwn-0x60014056c1d4e2a1b2c4d5e8f90a1b2c"]
     root = devices["/dev/vda"]
     assert (root["wwid"], root["signature"], root["label"], root["mountpoints"]) == (None, "ext4", "labroot", ["/"])
